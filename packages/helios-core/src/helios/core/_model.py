@@ -1,0 +1,289 @@
+"""``Model``: the user's networks, optimizers and training logic, in one overridable class.
+
+The user subclasses :class:`Model`, creates networks, optimizers, schedulers and (for fp16)
+gradient scalers as attributes in :meth:`Model.setup`, and writes :meth:`Model.train_step`.
+Like ``nn.Module`` finds its parameters, ``Model`` finds those attributes: the trainer moves
+them to the device, wraps the networks for DDP, and saves and restores them without the user
+writing a state dict.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from helios.core._errors import ConfigurationError, ResumeError
+from helios.core._state import TrainingState
+
+__all__ = ["ExportTarget", "Model", "StepOutput"]
+
+#: What ``train_step`` may return: a loss, a dict holding ``"loss"`` (and other metrics), or,
+#: for a model that optimises itself, ``None`` or a dict of metrics.
+StepOutput = torch.Tensor | Mapping[str, torch.Tensor | float] | None
+
+
+@dataclasses.dataclass
+class ExportTarget:
+    """Which network to export to ONNX, with an example of its inputs.
+
+    Attributes:
+        network: the network to export.
+        example_inputs: positional inputs for one forward pass.
+        input_names: names of the graph inputs (default: ``input_0``, ``input_1``, ...).
+        output_names: names of the graph outputs.
+        dynamic_batch: whether dimension 0 of every input is a free batch size.
+    """
+
+    network: nn.Module
+    example_inputs: tuple[Any, ...]
+    input_names: list[str] | None = None
+    output_names: list[str] | None = None
+    dynamic_batch: bool = True
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The user's module inside a DDP (or similar) wrapper."""
+    inner = getattr(module, "module", None)
+    if isinstance(module, torch.nn.parallel.DistributedDataParallel) and isinstance(
+        inner, nn.Module
+    ):
+        return inner
+    return module
+
+
+class Model(abc.ABC):
+    """Base class of the user's model: networks, optimizers and what one step does.
+
+    Subclasses implement :meth:`setup` and :meth:`train_step`, and override whichever callbacks
+    they need. Attributes that are ``nn.Module``, ``torch.optim.Optimizer``, a learning-rate
+    scheduler or a ``torch.amp.GradScaler`` are discovered and saved automatically; anything else
+    that must survive a restart goes through :meth:`extra_state_dict` and
+    :meth:`load_extra_state_dict`.
+
+    Class attributes:
+        automatic_optimization: ``True`` (default) lets the trainer do backward, accumulation,
+            scaling, clipping and the optimizer and scheduler steps from the loss
+            :meth:`train_step` returns. ``False`` means :meth:`train_step` optimises by itself
+            (several optimizers, GANs) and returns ``None`` or a dict of metrics.
+        scheduler_interval: ``"step"`` steps the schedulers after every optimizer step,
+            ``"epoch"`` after every epoch.
+        monitor: the validation metric :meth:`have_metrics_improved` watches (``None``: every
+            validation counts as an improvement).
+        monitor_mode: whether smaller (``"min"``) or larger (``"max"``) is better.
+    """
+
+    automatic_optimization: ClassVar[bool] = True
+    scheduler_interval: ClassVar[Literal["step", "epoch"]] = "step"
+    monitor: ClassVar[str | None] = None
+    monitor_mode: ClassVar[Literal["min", "max"]] = "min"
+
+    def __init__(self) -> None:
+        """Create the model; networks and optimizers are made later, in :meth:`setup`."""
+        self.device = torch.device("cpu")
+        #: Metrics of the last validation pass, averaged over batches and processes.
+        self.valid_metrics: dict[str, float] = {}
+        #: Metrics of the last test pass, averaged over batches and processes.
+        self.test_metrics: dict[str, float] = {}
+        self._best_monitored: float | None = None
+
+    # ---- what the user writes -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def setup(self) -> None:
+        """Create networks, optimizers, schedulers (and scalers) as attributes."""
+
+    @abc.abstractmethod
+    def train_step(self, batch: Any, state: TrainingState) -> StepOutput:
+        """Train on one batch; return the loss (or a dict with ``"loss"``) to optimise."""
+
+    def valid_step(self, batch: Any, step: int) -> Mapping[str, torch.Tensor | float] | None:
+        """Evaluate one validation batch; returned metrics are averaged into ``valid_metrics``."""
+        return None
+
+    def test_step(self, batch: Any, step: int) -> Mapping[str, torch.Tensor | float] | None:
+        """Evaluate one test batch; returned metrics are averaged into ``test_metrics``."""
+        return None
+
+    def export_target(self) -> ExportTarget | None:
+        """The network to export to ONNX and an example input (``None``: nothing to export)."""
+        return None
+
+    # ---- callbacks --------------------------------------------------------------------------
+
+    def on_training_start(self) -> None:
+        """Called once before the first training batch (also after a resume)."""
+
+    def on_training_end(self) -> None:
+        """Called once after the last training batch."""
+
+    def on_training_epoch_start(self, epoch: int) -> None:
+        """Called at the start of every epoch, including a resumed partial one."""
+
+    def on_training_epoch_end(self, epoch: int) -> None:
+        """Called at the end of every epoch."""
+
+    def on_training_batch_start(self, state: TrainingState) -> None:
+        """Called before every training batch."""
+
+    def on_training_batch_end(self, state: TrainingState) -> None:
+        """Called after every training batch (after the optimizer step, if one was taken)."""
+
+    def on_validation_start(self, validation_cycle: int) -> None:
+        """Called before a validation pass."""
+
+    def on_validation_batch_start(self, step: int) -> None:
+        """Called before every validation batch."""
+
+    def on_validation_batch_end(self, step: int) -> None:
+        """Called after every validation batch."""
+
+    def on_validation_end(self, validation_cycle: int) -> None:
+        """Called after a validation pass; ``valid_metrics`` holds its results."""
+
+    def on_testing_start(self) -> None:
+        """Called before the test pass."""
+
+    def on_testing_batch_start(self, step: int) -> None:
+        """Called before every test batch."""
+
+    def on_testing_batch_end(self, step: int) -> None:
+        """Called after every test batch."""
+
+    def on_testing_end(self) -> None:
+        """Called after the test pass; ``test_metrics`` holds its results."""
+
+    def should_training_stop(self) -> bool:
+        """Return ``True`` to end training after the current step (a checkpoint is written)."""
+        return False
+
+    def have_metrics_improved(self) -> bool:
+        """Whether the last validation improved on the best so far (drives early stopping).
+
+        The default watches ``valid_metrics[monitor]`` in the direction of ``monitor_mode`` and
+        remembers the best value (it is part of the checkpoint). Without ``monitor`` every
+        validation counts as an improvement.
+
+        Raises:
+            ConfigurationError: ``monitor`` names a metric the last validation did not return.
+        """
+        if self.monitor is None:
+            return True
+        if self.monitor not in self.valid_metrics:
+            raise ConfigurationError(
+                f"{type(self).__name__}.monitor is {self.monitor!r}, but validation returned "
+                f"only {sorted(self.valid_metrics)}"
+            )
+        value = float(self.valid_metrics[self.monitor])
+        best = self._best_monitored
+        improved = best is None or (value < best if self.monitor_mode == "min" else value > best)
+        if improved:
+            self._best_monitored = value
+        return improved
+
+    # ---- discovery --------------------------------------------------------------------------
+
+    def _attributes_of(self, kind: type | tuple[type, ...]) -> dict[str, Any]:
+        return {name: value for name, value in vars(self).items() if isinstance(value, kind)}
+
+    def networks(self) -> dict[str, nn.Module]:
+        """The ``nn.Module`` attributes, by attribute name (possibly DDP-wrapped)."""
+        return self._attributes_of(nn.Module)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimizer attributes, by attribute name."""
+        return self._attributes_of(torch.optim.Optimizer)
+
+    def schedulers(self) -> dict[str, Any]:
+        """The learning-rate scheduler attributes (``ReduceLROnPlateau`` included)."""
+        return self._attributes_of(
+            (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        )
+
+    def scalers(self) -> dict[str, torch.amp.GradScaler]:
+        """The ``torch.amp.GradScaler`` attributes."""
+        return self._attributes_of(torch.amp.GradScaler)
+
+    # ---- modes and devices ------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> Model:
+        """Put every network in training mode (``mode=False``: evaluation mode)."""
+        for network in self.networks().values():
+            network.train(mode)
+        return self
+
+    def eval(self) -> Model:
+        """Put every network in evaluation mode."""
+        return self.train(False)
+
+    def to(self, device: torch.device | str) -> Model:
+        """Move every network to ``device`` and remember it in ``self.device``."""
+        self.device = torch.device(device)
+        for network in self.networks().values():
+            network.to(self.device)
+        return self
+
+    # ---- state ------------------------------------------------------------------------------
+
+    def extra_state_dict(self) -> dict[str, Any]:
+        """Override to save state kept outside the discovered attributes."""
+        return {}
+
+    def load_extra_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Override to restore what :meth:`extra_state_dict` saved."""
+        if state_dict:
+            raise ResumeError(
+                f"the checkpoint holds extra state {sorted(state_dict)} but "
+                f"{type(self).__name__}.load_extra_state_dict is not overridden to restore it"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Networks (unwrapped), optimizers, schedulers, scalers and the extra state."""
+        return {
+            "networks": {name: _unwrap(net).state_dict() for name, net in self.networks().items()},
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers().items()},
+            "schedulers": {name: sch.state_dict() for name, sch in self.schedulers().items()},
+            "scalers": {name: scaler.state_dict() for name, scaler in self.scalers().items()},
+            "best_monitored": self._best_monitored,
+            "extra": self.extra_state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output into the attributes :meth:`setup` created.
+
+        Raises:
+            ResumeError: the saved state names attributes this model does not have (or lacks
+                ones it has), or a network's parameters do not fit.
+        """
+        groups: dict[str, dict[str, Any]] = {
+            "networks": self.networks(),
+            "optimizers": self.optimizers(),
+            "schedulers": self.schedulers(),
+            "scalers": self.scalers(),
+        }
+        for group, current in groups.items():
+            saved = state_dict.get(group)
+            if not isinstance(saved, dict):
+                raise ResumeError(f"the saved model state has no {group!r} section")
+            if saved.keys() != current.keys():
+                raise ResumeError(
+                    f"{type(self).__name__} has {group} {sorted(current)} but the checkpoint "
+                    f"holds {sorted(saved)}; was setup() changed since it was written?"
+                )
+        for name, net in groups["networks"].items():
+            try:
+                _unwrap(net).load_state_dict(state_dict["networks"][name])
+            except RuntimeError as error:
+                raise ResumeError(
+                    f"network {name!r} does not fit its saved state: {error}"
+                ) from error
+        for group in ("optimizers", "schedulers", "scalers"):
+            for name, obj in groups[group].items():
+                obj.load_state_dict(state_dict[group][name])
+        best = state_dict.get("best_monitored")
+        self._best_monitored = None if best is None else float(best)
+        self.load_extra_state_dict(dict(state_dict.get("extra", {})))
