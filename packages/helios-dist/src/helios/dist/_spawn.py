@@ -1,0 +1,296 @@
+"""Auto-spawn: one process per device on this machine, when no launcher started us.
+
+With several GPUs and no torchrun, the trainer calls :func:`spawn` and each child runs the
+training function as one rank. The children speak torchrun's environment variables, so
+:meth:`TorchDistributed.from_environment` joins the group in them exactly as under torchrun.
+
+Two jobs on one machine never clash on a port: the parent hosts the rendezvous store itself on
+a port the kernel picks (port 0) and keeps its socket open for the life of the job; the children
+connect to it as clients, the way torchrun's workers connect to their agent's store.
+
+A failing child never leaves the others hung: as soon as one exits with an error, the others
+get a grace period to stop, then SIGTERM, then SIGKILL, and the parent raises
+:class:`SpawnError` naming the rank that failed first, with its traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing
+
+from helios.core import ConfigurationError, HeliosError
+from helios.dist._context import BACKEND_VARIABLE, first_failure_time
+
+__all__ = ["SpawnError", "spawn"]
+
+_BACKENDS = ("auto", "gloo", "nccl")
+_PR_SET_PDEATHSIG = 1
+#: How long the parent's store waits for a child to connect, and for a key; the children's own
+#: process group has its own timeout.
+_STORE_TIMEOUT = timedelta(minutes=30)
+
+
+class SpawnError(HeliosError):
+    """A process started by :func:`spawn` failed, or the job did not finish in time.
+
+    Attributes:
+        rank: the rank that failed first (``None`` when the job timed out).
+        traceback: that rank's traceback text, ``None`` if it died without raising (a signal,
+            ``os._exit``).
+        exit_code: its exit code (negative: killed by that signal), ``None`` on a timeout.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rank: int | None = None,
+        traceback: str | None = None,
+        exit_code: int | None = None,
+    ) -> None:
+        """Record which rank failed, how, and its traceback."""
+        super().__init__(message)
+        self.rank = rank
+        self.traceback = traceback
+        self.exit_code = exit_code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with the keyword attributes (exceptions pickle only ``args`` by default)."""
+        return (_rebuild_spawn_error, (str(self), self.rank, self.traceback, self.exit_code))
+
+
+def _rebuild_spawn_error(
+    message: str, rank: int | None, trace: str | None, exit_code: int | None
+) -> SpawnError:
+    return SpawnError(message, rank=rank, traceback=trace, exit_code=exit_code)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to send SIGTERM to this child when the parent dies (no orphaned ranks)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(_exit_code_for(signal.SIGTERM))
+
+
+def _exit_code_for(signum: int) -> int:
+    return 128 + int(signum)
+
+
+def _child_main(
+    rank: int,
+    environment: dict[str, str],
+    parent_pid: int,
+    error_path: str,
+    fn: Callable[..., object],
+    args: Sequence[Any],
+) -> None:
+    """Run ``fn(*args)`` as ``rank``; on an exception, leave its traceback for the parent."""
+    _die_with_parent(parent_pid)
+    os.environ.update(environment)
+    os.environ["RANK"] = os.environ["LOCAL_RANK"] = str(rank)
+    try:
+        fn(*args)
+    except Exception:
+        record = {"traceback": traceback.format_exc(), "time": first_failure_time() or time.time()}
+        partial = f"{error_path}.partial"
+        with open(partial, "wb") as file:
+            pickle.dump(record, file)
+        os.replace(partial, error_path)
+        sys.exit(1)
+
+
+def _check_arguments(
+    fn: object, nprocs: object, backend: str, timeout: float | None, grace_period: float
+) -> None:
+    if not callable(fn):
+        raise ConfigurationError(f"fn must be a callable, got {fn!r}")
+    if isinstance(nprocs, bool) or not isinstance(nprocs, int) or nprocs < 1:
+        raise ConfigurationError(f"nprocs must be an int >= 1, got {nprocs!r}")
+    if backend not in _BACKENDS:
+        raise ConfigurationError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    if backend == "nccl" and nprocs > torch.cuda.device_count():
+        raise ConfigurationError(
+            f"backend='nccl' with nprocs={nprocs} needs {nprocs} GPUs, but "
+            f"{torch.cuda.device_count()} are visible"
+        )
+    if timeout is not None and not timeout > 0:
+        raise ConfigurationError(f"timeout must be None or > 0 seconds, got {timeout!r}")
+    if not grace_period >= 0:
+        raise ConfigurationError(f"grace_period must be >= 0 seconds, got {grace_period!r}")
+
+
+def _join_all(processes: Sequence[Any], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+
+
+def _stop(processes: Sequence[Any], grace_period: float) -> None:
+    """Give running children ``grace_period`` to end, then SIGTERM, then SIGKILL."""
+    _join_all([p for p in processes if p.is_alive()], grace_period)
+    running = [p for p in processes if p.is_alive()]
+    for process in running:
+        process.terminate()
+    _join_all(running, grace_period)
+    for process in running:
+        if process.is_alive():
+            process.kill()
+        process.join()
+
+
+def _read_error(path: Path) -> dict[str, Any] | None:
+    try:
+        with path.open("rb") as file:
+            record: dict[str, Any] = pickle.load(file)
+    except (OSError, pickle.UnpicklingError, EOFError):
+        return None
+    return record
+
+
+def _describe(exit_code: int | None) -> str:
+    if exit_code is not None and exit_code < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-exit_code).name}"
+        except ValueError:
+            return f"was killed by signal {-exit_code}"
+    return f"exited with code {exit_code}"
+
+
+def spawn(
+    fn: Callable[..., object],
+    nprocs: int,
+    *,
+    args: tuple[Any, ...] = (),
+    backend: str = "auto",
+    timeout: float | None = None,
+    grace_period: float = 5.0,
+) -> None:
+    """Run ``fn(*args)`` in ``nprocs`` new processes, one rank each, on this machine.
+
+    Each child starts with the ``"spawn"`` method (safe with CUDA) and finds ``MASTER_ADDR``
+    (127.0.0.1), ``MASTER_PORT``, ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``
+    and ``GROUP_RANK`` set before ``fn`` runs, so :meth:`TorchDistributed.from_environment`
+    joins the group. ``fn`` must be importable by the children (a module-level function).
+
+    Args:
+        fn: what each rank runs.
+        nprocs: how many processes: one per GPU, or a few CPU processes (tests).
+        args: positional arguments of ``fn`` (picklable).
+        backend: ``"auto"``, ``"gloo"`` or ``"nccl"``: the default backend of
+            ``TorchDistributed.from_environment(backend="auto")`` in the children.
+        timeout: the most seconds the whole job may take; ``None`` for no limit.
+        grace_period: seconds the other children get to stop by themselves after one fails
+            (and again after SIGTERM, before SIGKILL).
+
+    Raises:
+        ConfigurationError: a bad argument, or ``fn`` cannot be sent to a child.
+        SpawnError: a child failed (the first one, with its rank and traceback), or the job
+            ran past ``timeout``. Every child has exited by then.
+    """
+    _check_arguments(fn, nprocs, backend, timeout, grace_period)
+    context = torch.multiprocessing.get_context("spawn")
+    # The parent holds the store (port 0: the kernel picks a free port, and the socket stays
+    # bound, so no other job can take it); every child connects as a client.
+    # TCPStore is public (torch.distributed.TCPStore) but imported conditionally, out of mypy's view.
+    store = dist.TCPStore(  # type: ignore[attr-defined]
+        "127.0.0.1", 0, None, True, timeout=_STORE_TIMEOUT, wait_for_workers=False
+    )
+    environment = {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(store.port),
+        "WORLD_SIZE": str(nprocs),
+        "LOCAL_WORLD_SIZE": str(nprocs),
+        "GROUP_RANK": "0",
+        "TORCHELASTIC_USE_AGENT_STORE": "True",
+        "TORCHELASTIC_RESTART_COUNT": "0",
+    }
+    if backend != "auto":
+        environment[BACKEND_VARIABLE] = backend
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    with tempfile.TemporaryDirectory(prefix="helios-spawn-") as folder:
+        error_paths = [Path(folder, f"rank{rank}.pickle") for rank in range(nprocs)]
+        processes: list[Any] = []
+        first_exit: tuple[int, int] | None = None  # (rank, exit code) of the first failure seen
+        still_running: list[int] = []
+        try:
+            for rank in range(nprocs):
+                process = context.Process(
+                    target=_child_main,
+                    args=(rank, environment, os.getpid(), str(error_paths[rank]), fn, args),
+                    name=f"helios-rank-{rank}",
+                    daemon=False,
+                )
+                try:
+                    process.start()
+                except (pickle.PicklingError, AttributeError, TypeError) as error:
+                    raise ConfigurationError(
+                        f"fn={fn!r} and args cannot be sent to a spawned process: {error}. "
+                        "fn must be a module-level function and args picklable"
+                    ) from error
+                processes.append(process)
+
+            waiting = {process.sentinel: rank for rank, process in enumerate(processes)}
+            while waiting and first_exit is None:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ready = multiprocessing.connection.wait(list(waiting), timeout=remaining)
+                if not ready:
+                    still_running = sorted(waiting.values())
+                    break
+                for sentinel in ready:
+                    rank = waiting.pop(sentinel)
+                    processes[rank].join()
+                    if processes[rank].exitcode != 0 and first_exit is None:
+                        first_exit = (rank, processes[rank].exitcode)
+        finally:
+            _stop(processes, grace_period)
+            del store
+
+        if still_running:
+            raise SpawnError(
+                f"the spawned job of {nprocs} processes did not finish within {timeout} s; "
+                f"ranks {still_running} were still running and were stopped",
+            )
+        if first_exit is None:
+            return
+
+        # The first rank to fail is the cause; the ranks that were waiting for it in a
+        # collective fail a moment later. Each child stamps its failure with the wall clock.
+        records = {rank: _read_error(path) for rank, path in enumerate(error_paths)}
+        raised = {rank: record for rank, record in records.items() if record is not None}
+        if raised:
+            rank = min(raised, key=lambda r: (raised[r]["time"], r))
+            text = str(raised[rank]["traceback"])
+            code = processes[rank].exitcode
+            others = sorted(set(raised) - {rank})
+            also = f" (ranks {others} failed after it)" if others else ""
+            raise SpawnError(
+                f"rank {rank} of {nprocs} failed{also}; its traceback:\n{text}",
+                rank=rank,
+                traceback=text,
+                exit_code=code,
+            )
+        rank, code = first_exit
+        raise SpawnError(
+            f"rank {rank} of {nprocs} {_describe(code)} without a Python traceback",
+            rank=rank,
+            exit_code=code,
+        )
