@@ -1,9 +1,24 @@
-"""helios.ckpt.
+"""helios.ckpt: checkpoints that survive crashes, corruption and untrusted files.
 
-Checkpoints that are written atomically, verified on load, loaded safely (weights only), pruned
-by retention rules, and fall back to the last good one.
+Checkpoints are written atomically, verified (size and SHA-256) on load, loaded safely
+(``torch.load(weights_only=True)`` only), pruned by retention rules (keep the last N, keep the best
+K by a metric), and a damaged newest checkpoint falls back to the last good one.
+:class:`DirectoryCheckpointStore` implements :class:`helios.core.CheckpointStore`.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from helios.ckpt._format import FORMAT_VERSION
+from helios.ckpt._migrations import register_migration
+from helios.ckpt._store import DirectoryCheckpointStore
+from helios.ckpt._warnings import CheckpointWarning
+from helios.core import CheckpointError, CheckpointInfo
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "CheckpointInfo",
+    "CheckpointWarning",
+    "DirectoryCheckpointStore",
+    "register_migration",
+]

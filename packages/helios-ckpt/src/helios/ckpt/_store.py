@@ -1,0 +1,597 @@
+"""``DirectoryCheckpointStore``: the default :class:`~helios.core.CheckpointStore`.
+
+One folder, one file per step (``step-00000040.pt``, format in :mod:`helios.ckpt._format`).
+What it promises and how:
+
+* **Atomic.** A checkpoint is written to a hidden temporary file in the same folder, flushed,
+  fsynced, renamed into place with ``os.replace`` and the folder fsynced. A crash or SIGKILL at
+  any moment leaves the old file or the new one, never half of one; saving a step twice
+  replaces it just as atomically. Temporary files of killed saves are removed by the next save.
+* **Verified.** Size and SHA-256 of every file are checked on :meth:`latest`, :meth:`best`,
+  :meth:`verify` and :meth:`load`. A damaged file is reported with a
+  :class:`~helios.ckpt.CheckpointWarning` naming it and why, and the newest good one is used;
+  asking for a damaged one by name raises :class:`~helios.core.CheckpointError`.
+* **Safe.** Always ``torch.load(weights_only=True)``: a pickle that would run code is refused
+  and nothing in it runs. Such a file is never silently skipped either — it raises.
+* **Retention** prunes only after the new checkpoint is durable, and the new one is always
+  kept, so the only good checkpoint is never deleted. Files it cannot read are left alone.
+* **Asynchronous saves** (``async_save=True``) copy the tensors to the CPU and write them on a
+  background thread; the next save waits for the previous one, and a background failure is
+  raised by the next :meth:`save`, :meth:`wait` or :meth:`close` (and logged when it happens).
+
+One process writes a folder (in distributed training, rank 0); any number may read it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Literal
+
+from helios.ckpt import _format, _migrations, _retention, _snapshot
+from helios.ckpt._warnings import CheckpointWarning
+from helios.core import CheckpointError, CheckpointInfo, ConfigurationError
+
+__all__ = ["DirectoryCheckpointStore"]
+
+_LOG = logging.getLogger("helios.ckpt")
+_NAME = re.compile(r"^step-(\d{8,})\.pt$")
+_TEMPORARY = re.compile(r"^\.step-\d{8,}\.pt\.[0-9a-f]+\.tmp$")
+_O_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
+
+Ref = CheckpointInfo | str | os.PathLike[str]
+
+
+def _file_name(step: int) -> str:
+    return f"step-{step:08d}.pt"
+
+
+def _fsync_directory(directory: Path) -> None:
+    if os.name == "nt":  # Windows cannot open a folder for fsync; its renames are journaled
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_count(name: str, value: object, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+class DirectoryCheckpointStore:
+    """A folder of atomic, verified checkpoints with retention and fallback to the last good one.
+
+    Example:
+        >>> store = DirectoryCheckpointStore("runs/x/checkpoints", keep_last=3)  # doctest: +SKIP
+        >>> store.save({"model": net.state_dict()}, step=100, epoch=0)  # doctest: +SKIP
+        >>> state = store.load()  # the newest checkpoint that verifies  # doctest: +SKIP
+
+    Args:
+        directory: the folder; created (with its parents) if missing.
+        keep_last: how many of the newest checkpoints to keep; ``None`` keeps all.
+        keep_best: how many of the best checkpoints by ``best_metric`` to keep besides.
+        best_metric: the metric (a key of ``metrics`` given to :meth:`save`) that ranks
+            checkpoints for ``keep_best`` and :meth:`best`.
+        best_mode: ``"min"`` when lower is better, ``"max"`` when higher is.
+        async_save: write checkpoints on a background thread (see :meth:`save`).
+
+    Raises:
+        ConfigurationError: an argument has a value the store cannot work with.
+        CheckpointError: the folder cannot be created.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        keep_last: int | None = 3,
+        keep_best: int = 0,
+        best_metric: str | None = None,
+        best_mode: Literal["min", "max"] = "min",
+        async_save: bool = False,
+    ) -> None:
+        if keep_last is not None:
+            _check_count("keep_last", keep_last, minimum=1)
+        _check_count("keep_best", keep_best, minimum=0)
+        if best_metric is not None and (not isinstance(best_metric, str) or not best_metric):
+            raise ConfigurationError(
+                f"best_metric must be a non-empty str or None, got {best_metric!r}"
+            )
+        if keep_best > 0 and best_metric is None:
+            raise ConfigurationError(
+                f"keep_best={keep_best} needs best_metric: the name of the metric that ranks "
+                "checkpoints (e.g. best_metric='valid/loss')"
+            )
+        if best_mode not in ("min", "max"):
+            raise ConfigurationError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
+        if not isinstance(async_save, bool):
+            raise ConfigurationError(f"async_save must be a bool, got {async_save!r}")
+        self._directory = Path(directory)
+        try:
+            self._directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot create the checkpoint folder {self._directory}: {exc}"
+            ) from exc
+        self._keep_last = keep_last
+        self._keep_best = keep_best
+        self._best_metric = best_metric
+        self._best_mode: Literal["min", "max"] = best_mode
+        self._async = async_save
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future[CheckpointInfo] | None = None
+        self._pending_step = -1
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def directory(self) -> Path:
+        """The folder that holds the checkpoints."""
+        return self._directory
+
+    def __repr__(self) -> str:
+        """Show the folder and the retention rule."""
+        return (
+            f"{type(self).__name__}({str(self._directory)!r}, keep_last={self._keep_last}, "
+            f"keep_best={self._keep_best}, best_metric={self._best_metric!r}, "
+            f"best_mode={self._best_mode!r}, async_save={self._async})"
+        )
+
+    def __enter__(self) -> DirectoryCheckpointStore:
+        """Use the store in a ``with`` block that closes it."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the store (finishing a pending save)."""
+        self.close()
+
+    # ------------------------------------------------------------------ saving
+
+    def save(
+        self,
+        state: Mapping[str, Any],
+        *,
+        step: int,
+        epoch: int,
+        metrics: Mapping[str, float] | None = None,
+    ) -> CheckpointInfo:
+        """Write ``state`` as the checkpoint of ``step``, then prune by the retention rule.
+
+        Synchronous by default: when it returns, the checkpoint is durable. With
+        ``async_save=True`` it first waits for the previous save, copies every tensor to the
+        CPU and returns while a background thread writes; the returned info then has
+        ``size=0`` and ``sha256=""`` (not known yet) — :meth:`wait` makes it durable.
+
+        Args:
+            state: a mapping of names to tensors, numbers, strings, lists and dicts (state
+                dicts); anything ``torch.load(weights_only=True)`` would refuse is rejected.
+            step: the optimizer step; saving a step again replaces its checkpoint atomically.
+            epoch: the epoch the state belongs to.
+            metrics: numbers to record with it (``best_metric`` among them for ``keep_best``).
+
+        Returns:
+            What the store knows of the new checkpoint.
+
+        Raises:
+            ConfigurationError: ``step``, ``epoch`` or ``metrics`` are malformed.
+            CheckpointError: the state holds something that would not load back, the file could
+                not be written (disk full, permission denied: earlier checkpoints are intact),
+                the previous asynchronous save failed, or the store is closed.
+        """
+        self._check_open()
+        _check_count("step", step, minimum=0)
+        _check_count("epoch", epoch, minimum=0)
+        clean_metrics = self._check_metrics(metrics)
+        wall_time = time.time()
+        if not self._async:
+            prepared = _snapshot.prepare(state, copy_to_cpu=False)
+            return self._write(prepared, step, epoch, clean_metrics, wall_time)
+        self._raise_pending()
+        snapshot = _snapshot.prepare(state, copy_to_cpu=True)
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="helios-ckpt-save"
+                )
+            self._pending = self._executor.submit(
+                self._write_in_background, snapshot, step, epoch, clean_metrics, wall_time
+            )
+            self._pending_step = step
+        return CheckpointInfo(
+            path=self._directory / _file_name(step),
+            step=step,
+            epoch=epoch,
+            metrics=clean_metrics,
+            wall_time=wall_time,
+        )
+
+    def wait(self) -> None:
+        """Block until every save started so far is durable.
+
+        Raises:
+            CheckpointError: the pending asynchronous save failed.
+        """
+        self._raise_pending()
+
+    def close(self) -> None:
+        """Finish a pending save and stop the background thread; the store is not used after.
+
+        Closing twice is harmless.
+
+        Raises:
+            CheckpointError: the pending asynchronous save failed.
+        """
+        if self._closed:
+            return
+        try:
+            self._raise_pending()
+        finally:
+            self._closed = True
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CheckpointError(f"the checkpoint store of {self._directory} is closed")
+
+    def _check_metrics(self, metrics: Mapping[str, float] | None) -> dict[str, float]:
+        if metrics is None:
+            return {}
+        if not isinstance(metrics, Mapping):
+            raise ConfigurationError(
+                f"metrics must be a mapping of names to numbers, got {type(metrics).__name__}"
+            )
+        clean: dict[str, float] = {}
+        for name, value in metrics.items():
+            if not isinstance(name, str):
+                raise ConfigurationError(f"metrics keys must be str, got {name!r}")
+            try:
+                clean[name] = float(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigurationError(
+                    f"metrics[{name!r}] must be a number, got {value!r}"
+                ) from exc
+        return clean
+
+    def _raise_pending(self) -> None:
+        with self._lock:
+            pending, step = self._pending, self._pending_step
+            self._pending = None
+        if pending is None:
+            return
+        try:
+            pending.result()
+        except BaseException as exc:
+            raise CheckpointError(
+                f"the background save of step {step} to {self._directory} failed: {exc}"
+            ) from exc
+
+    def _write_in_background(
+        self,
+        state: dict[str, Any],
+        step: int,
+        epoch: int,
+        metrics: dict[str, float],
+        wall_time: float,
+    ) -> CheckpointInfo:
+        try:
+            return self._write(state, step, epoch, metrics, wall_time)
+        except BaseException:
+            _LOG.exception(
+                "background save of step %d to %s failed; the error is raised by the next "
+                "save(), wait() or close()",
+                step,
+                self._directory,
+            )
+            raise
+
+    def _write(
+        self,
+        state: dict[str, Any],
+        step: int,
+        epoch: int,
+        metrics: dict[str, float],
+        wall_time: float,
+    ) -> CheckpointInfo:
+        final = self._directory / _file_name(step)
+        temporary: str | None = None
+        try:
+            # Not mkstemp: its files are private (0600); a checkpoint gets the umask's mode.
+            temporary = str(self._directory / f".{final.name}.{secrets.token_hex(8)}.tmp")
+            fd = os.open(temporary, _O_FLAGS, 0o666)
+            with open(fd, "wb", buffering=0) as file:
+                size, sha256 = _format.write_checkpoint(
+                    file, state, step=step, epoch=epoch, wall_time=wall_time, metrics=metrics
+                )
+            os.replace(temporary, final)
+            temporary = None
+            _fsync_directory(self._directory)
+        except Exception as exc:
+            raise CheckpointError(
+                f"could not write checkpoint {final}: {type(exc).__name__}: {exc} "
+                "(earlier checkpoints are untouched)"
+            ) from exc
+        finally:
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+        info = CheckpointInfo(
+            path=final,
+            step=step,
+            epoch=epoch,
+            metrics=metrics,
+            wall_time=wall_time,
+            size=size,
+            sha256=sha256,
+        )
+        self._prune(info)
+        return info
+
+    def _prune(self, newest: CheckpointInfo) -> None:
+        """Delete what retention does not keep; runs only after ``newest`` is durable."""
+        removed = False
+        try:
+            for entry in os.scandir(self._directory):
+                if _TEMPORARY.match(entry.name):  # left by a save that was killed
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        removed = True
+            if self._keep_last is not None:
+                infos = [info for info in self._headers(warn=False) if info.path != newest.path]
+                kept = _retention.select_kept(
+                    [*infos, newest],
+                    keep_last=self._keep_last,
+                    keep_best=self._keep_best,
+                    metric=self._best_metric,
+                    mode=self._best_mode,
+                )
+                for info in infos:
+                    if info.path not in kept:
+                        with contextlib.suppress(FileNotFoundError):
+                            info.path.unlink()
+                            removed = True
+            if removed:
+                _fsync_directory(self._directory)
+        except OSError as exc:
+            # The new checkpoint is durable; failing to tidy old ones must not fail the save.
+            warnings.warn(
+                f"checkpoint {newest.path} was saved, but pruning old checkpoints in "
+                f"{self._directory} failed: {exc}",
+                CheckpointWarning,
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------ reading
+
+    def _paths_by_step(self) -> builtins.list[tuple[int, Path]]:
+        try:
+            names = os.listdir(self._directory)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot list the checkpoint folder {self._directory}: {exc}"
+            ) from exc
+        found = []
+        for name in names:
+            match = _NAME.match(name)
+            if match:
+                found.append((int(match.group(1)), self._directory / name))
+        return sorted(found)
+
+    def _headers(self, *, warn: bool) -> builtins.list[CheckpointInfo]:
+        infos = []
+        for _, path in self._paths_by_step():
+            try:
+                with open(path, "rb") as file:
+                    infos.append(self._checked_header(file, path).info())
+            except FileNotFoundError:  # pruned or replaced while we looked
+                continue
+            except CheckpointError as exc:
+                if warn:
+                    warnings.warn(f"{exc}; skipping it", CheckpointWarning, stacklevel=3)
+        return infos
+
+    def _checked_header(self, file: IO[bytes], path: Path) -> _format.Header:
+        try:
+            header = _format.read_header(file, path)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise _format.CheckpointIntegrityError(
+                f"checkpoint {path} cannot be read: {exc}"
+            ) from exc
+        match = _NAME.match(path.name)
+        if match and int(match.group(1)) != header.step:
+            raise _format.CheckpointIntegrityError(
+                f"checkpoint {path} is misnamed: its header says step {header.step}"
+            )
+        return header
+
+    def list(self) -> builtins.list[CheckpointInfo]:
+        """Every checkpoint the folder holds, oldest first (by step); only headers are read.
+
+        Files whose header is damaged are left out, each with a
+        :class:`~helios.ckpt.CheckpointWarning`; payloads are not hashed (see :meth:`verify`).
+        """
+        return self._headers(warn=True)
+
+    def _resolve(self, ref: Ref) -> tuple[Path, CheckpointInfo | None]:
+        if isinstance(ref, CheckpointInfo):
+            return Path(ref.path), ref
+        if not isinstance(ref, str | os.PathLike):
+            raise ConfigurationError(
+                f"ref must be a CheckpointInfo, a path or None, got {type(ref).__name__}"
+            )
+        path = Path(ref)
+        if not path.is_absolute() and not path.exists() and (self._directory / path).exists():
+            path = self._directory / path
+        return path, None
+
+    def _open_verified(
+        self, path: Path, expected: CheckpointInfo | None, file: IO[bytes]
+    ) -> _format.Header:
+        header = self._checked_header(file, path)
+        if expected is not None and expected.sha256 and expected.sha256 != header.sha256:
+            raise _format.CheckpointIntegrityError(
+                f"checkpoint {path} was replaced since it was listed: its SHA-256 is "
+                f"{header.sha256}, the CheckpointInfo says {expected.sha256}"
+            )
+        try:
+            _format.verify_payload(file, header)
+        except OSError as exc:
+            raise _format.CheckpointIntegrityError(
+                f"checkpoint {path} cannot be read: {exc}"
+            ) from exc
+        try:
+            _migrations.check_migratable(header.format_version, path)
+        except CheckpointError as exc:
+            raise _format.CheckpointIntegrityError(str(exc)) from exc
+        return header
+
+    def verify(self, ref: Ref) -> None:
+        """Check that a checkpoint is whole: header, size, SHA-256 and a readable format.
+
+        Args:
+            ref: a :class:`CheckpointInfo` or a path (relative paths may name a file of this
+                folder, e.g. ``"step-00000040.pt"``).
+
+        Raises:
+            CheckpointError: naming the file and what is wrong with it.
+        """
+        path, expected = self._resolve(ref)
+        self._verified_header(path, expected)
+
+    def _verified_header(self, path: Path, expected: CheckpointInfo | None) -> _format.Header:
+        try:
+            with open(path, "rb") as file:
+                return self._open_verified(path, expected, file)
+        except FileNotFoundError as exc:
+            raise CheckpointError(f"checkpoint {path} does not exist") from exc
+        except OSError as exc:
+            raise _format.CheckpointIntegrityError(
+                f"checkpoint {path} cannot be read: {exc}"
+            ) from exc
+
+    def _warn_skipped(self, exc: CheckpointError) -> None:
+        warnings.warn(
+            f"{exc}; falling back to an older checkpoint", CheckpointWarning, stacklevel=4
+        )
+
+    def latest(self) -> CheckpointInfo | None:
+        """The newest checkpoint that verifies, or ``None`` if the folder holds no good one.
+
+        Each newer checkpoint that fails verification is reported with a
+        :class:`~helios.ckpt.CheckpointWarning` naming the file and why. A save still running
+        in the background is not waited for.
+        """
+        for _, path in reversed(self._paths_by_step()):
+            try:
+                return self._verified_header(path, None).info()
+            except _format.CheckpointIntegrityError as exc:
+                self._warn_skipped(exc)
+            except CheckpointError:  # vanished (pruned or replaced) since listed
+                continue
+        return None
+
+    def best(self) -> CheckpointInfo | None:
+        """The best checkpoint by ``best_metric`` that verifies (``None`` without a metric).
+
+        Between equal values the newer checkpoint wins; damaged ones are reported and skipped.
+        """
+        if self._best_metric is None:
+            return None
+        ranked = _retention.rank_by_metric(
+            self._headers(warn=True), self._best_metric, self._best_mode
+        )
+        for info in ranked:
+            try:
+                return self._verified_header(info.path, info).info()
+            except _format.CheckpointIntegrityError as exc:
+                self._warn_skipped(exc)
+            except CheckpointError:
+                continue
+        return None
+
+    def load(
+        self,
+        ref: Ref | None = None,
+        *,
+        map_location: _format.MapLocation = None,
+    ) -> dict[str, Any]:
+        """Read, verify and return a checkpoint's state, migrated to the current format.
+
+        Always ``torch.load(weights_only=True)``: tensors, numbers, strings, lists and dicts
+        come back; a pickle that would run code is refused before any of it runs.
+
+        Args:
+            ref: the checkpoint (a :class:`CheckpointInfo` or a path); ``None`` loads the newest
+                one that verifies, reporting and skipping damaged newer ones.
+            map_location: where tensors go, as for ``torch.load``: a device (``"cpu"``,
+                ``"cuda:1"``), a dict such as ``{"cuda:0": "cuda:1"}``, or a callable.
+
+        Returns:
+            The state as saved (the dict given to :meth:`save`).
+
+        Raises:
+            CheckpointError: ``ref`` is damaged or missing, it holds objects that
+                ``weights_only`` refuses, or (``ref=None``) the folder has no good checkpoint.
+        """
+        if ref is not None:
+            path, expected = self._resolve(ref)
+            return self._load_path(path, expected, map_location)
+        paths = self._paths_by_step()
+        for _, path in reversed(paths):
+            try:
+                return self._load_path(path, None, map_location)
+            except _format.CheckpointIntegrityError as exc:
+                self._warn_skipped(exc)
+            except CheckpointError as exc:
+                if isinstance(exc.__cause__, FileNotFoundError):
+                    continue
+                raise
+        raise CheckpointError(
+            f"no good checkpoint in {self._directory} "
+            f"({len(paths)} checkpoint file(s) found, none verified)"
+        )
+
+    def _load_path(
+        self,
+        path: Path,
+        expected: CheckpointInfo | None,
+        map_location: _format.MapLocation,
+    ) -> dict[str, Any]:
+        try:
+            with open(path, "rb") as file:
+                header = self._open_verified(path, expected, file)
+                state = _format.load_payload(file, header, map_location)
+        except FileNotFoundError as exc:
+            raise CheckpointError(f"checkpoint {path} does not exist") from exc
+        except OSError as exc:
+            raise _format.CheckpointIntegrityError(
+                f"checkpoint {path} cannot be read: {exc}"
+            ) from exc
+        return _migrations.migrate(state, header.format_version, path)
