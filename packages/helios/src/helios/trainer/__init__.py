@@ -1,8 +1,13 @@
-"""helios.trainer.
+"""helios.trainer: the ``Trainer`` that drives a ``Model`` over a ``DataModule``.
 
-The ``Trainer`` that drives a ``Model`` over a ``DataModule``, and the ``helios`` command.
+Also the ``helios`` command (``helios --help``). The trainer talks to checkpoints, logging,
+processes and data only through the protocols of ``helios.core``; the defaults come from the
+other Helios packages and each can be replaced by an object of the user's.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from helios.trainer._signals import RESUMABLE_EXIT_CODE, STOP_SIGNALS, TrainingAbortedError
+from helios.trainer._trainer import FitResult, Trainer
+
+__all__ = ["RESUMABLE_EXIT_CODE", "STOP_SIGNALS", "FitResult", "Trainer", "TrainingAbortedError"]

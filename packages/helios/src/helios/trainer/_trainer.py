@@ -1,0 +1,1139 @@
+"""``Trainer``: the training, validation and test loops, with exact resume from any step.
+
+The trainer is typed against the protocols of ``helios.core`` only. The concrete checkpoint
+store, metric loggers and process group come from :mod:`helios.trainer._wiring` unless the user
+passes objects of their own.
+
+How exact resume works here (see DESIGN.md, "Exact resume — how"): a checkpoint is written only
+at an optimizer-step boundary and holds the model (networks, optimizers, schedulers, scalers),
+``TrainingState``, the data source's position, every rank's RNG state, the running sums of the
+metrics not yet logged, and the trainer's own scaler. Resuming restores all of it and lets the
+loggers drop what they wrote after the checkpoint; the next batch is then the one the
+uninterrupted run would have taken, with the same random state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import torch
+
+from helios.core import (
+    CheckpointError,
+    CheckpointInfo,
+    CheckpointStore,
+    ConfigurationError,
+    DataSource,
+    DistributedContext,
+    MetricLogger,
+    Model,
+    ResumeError,
+    TrainingState,
+    capture_rng_state,
+    restore_rng_state,
+    seed_everything,
+    set_deterministic,
+)
+from helios.trainer import _wiring
+from helios.trainer._signals import RESUMABLE_EXIT_CODE, ForwardSignals, StopSignals
+
+__all__ = ["FitResult", "Trainer"]
+
+_FORMAT = "helios-trainer/1"
+_PRECISIONS = ("32", "bf16", "16-mixed")
+Devices = Literal["auto", "cpu"] | int | Sequence[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """How a call to :meth:`Trainer.fit` ended.
+
+    Attributes:
+        state: the training state at the end.
+        complete: training reached its end (``total``, early stopping, or
+            ``should_training_stop``); running ``fit`` again does nothing.
+        interrupted: a stop signal ended training early; running ``fit`` again resumes.
+        resumed_from: the checkpoint training resumed from, if any.
+        checkpoint: the last checkpoint written, if any.
+    """
+
+    state: TrainingState
+    complete: bool
+    interrupted: bool
+    resumed_from: Path | None = None
+    checkpoint: Path | None = None
+
+
+def _positive(name: str, value: object, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        expected = "a positive int" + (" or None" if allow_none else "")
+        raise ConfigurationError(f"{name} must be {expected}, got {value!r}")
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """Move the tensors of a (nested) batch to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return type(batch)({k: _to_device(v, device) for k, v in batch.items()})  # type: ignore[call-arg]
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # named tuple
+        return type(batch)(*(_to_device(v, device) for v in batch))
+    if isinstance(batch, list | tuple):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+class _Means:
+    """Running sums of metrics, kept on the device so no step waits for the host."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, metrics: Mapping[str, torch.Tensor | float]) -> None:
+        for name, raw in metrics.items():
+            value = raw.detach().float() if isinstance(raw, torch.Tensor) else raw
+            if name in self.sums:
+                self.sums[name] = self.sums[name] + value
+            else:
+                self.sums[name] = torch.as_tensor(
+                    value, dtype=torch.float32, device=self.device
+                ).clone()
+        self.count += 1
+
+    def means(self) -> dict[str, torch.Tensor]:
+        return {name: total / max(self.count, 1) for name, total in self.sums.items()}
+
+    def reset(self) -> None:
+        self.sums, self.count = {}, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "count": self.count}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        self.count = int(state["count"])
+
+
+def _split_output(output: Any, *, automatic: bool) -> tuple[torch.Tensor | None, dict[str, Any]]:
+    """The loss to optimise and the metrics to log from what ``train_step`` returned."""
+    if isinstance(output, torch.Tensor):
+        return output, {"loss": output}
+    if isinstance(output, Mapping):
+        metrics = dict(output)
+        loss = metrics.get("loss")
+        if automatic and not isinstance(loss, torch.Tensor):
+            raise ConfigurationError(
+                "train_step returned a dict without a tensor under 'loss' "
+                f"(keys: {sorted(metrics)}); return the loss to optimise, or set "
+                "automatic_optimization = False"
+            )
+        return cast("torch.Tensor | None", loss), metrics
+    if output is None and not automatic:
+        return None, {}
+    raise ConfigurationError(
+        f"train_step returned {type(output).__name__}; expected a loss tensor or a dict holding "
+        "'loss'" + ("" if automatic else " (or None for a model that optimises itself)")
+    )
+
+
+class Trainer:
+    """Runs a :class:`~helios.core.Model` over a :class:`~helios.core.DataSource`.
+
+    Example:
+        >>> trainer = Trainer(run_dir="runs/digits", unit="iteration", total=2000,
+        ...                   valid_every=200, checkpoint_every=100, seed=7)
+        >>> trainer.fit(Classifier(), Digits())  # doctest: +SKIP
+        >>> trainer.test(Classifier(), Digits())  # doctest: +SKIP
+
+    Args:
+        run_dir: folder of the run: ``checkpoints/``, ``logs/``, ``tensorboard/``,
+            ``metrics.jsonl`` and ``onnx/`` go here. Running ``fit`` again with the same folder
+            resumes.
+        unit: what ``total``, ``valid_every`` and ``checkpoint_every`` count: ``"epoch"`` or
+            ``"iteration"`` (optimizer steps).
+        total: how many epochs or optimizer steps to train.
+        valid_every: validate every this many units; ``None``: at the end of every epoch.
+            Training always ends with a validation when there is validation data.
+        checkpoint_every: write a checkpoint every this many units; ``None``: at the end of
+            every epoch. A checkpoint is always written at the end of training and on a stop
+            signal.
+        log_every: log the running means of the training metrics every this many steps.
+        accumulate: batches whose gradients are summed into one optimizer step (DDP skips the
+            gradient all-reduce on all but the last). The last window of an epoch may be
+            shorter; the loss is averaged over the batches the window really holds.
+        precision: ``"32"``, ``"bf16"`` (bfloat16 autocast) or ``"16-mixed"`` (float16 autocast
+            with a ``GradScaler``, whose state is checkpointed).
+        clip_grad_norm: clip the gradient norm of every network to this value (after
+            unscaling); ``None`` does not clip.
+        early_stop_patience: stop after this many validations in a row without improvement
+            (as :meth:`Model.have_metrics_improved` says); ``None`` never stops early.
+        seed: seeds every RNG at the start of a fresh run, and the data order.
+        deterministic: use deterministic kernels only (see
+            :func:`helios.core.set_deterministic`).
+        devices: ``"auto"`` (every visible GPU, one process each, else the CPU), ``"cpu"``, a
+            number of processes (GPUs when CUDA is available, else CPU processes with Gloo),
+            or a list of GPU ids.
+        backend: process-group backend, ``"auto"`` (NCCL with CUDA, Gloo on CPU), ``"nccl"``
+            or ``"gloo"``.
+        tensorboard: write TensorBoard event files besides ``metrics.jsonl``.
+        progress: show progress bars; ``None`` shows them when the output is a terminal.
+        resume: ``"auto"`` resumes from the newest good checkpoint in ``run_dir`` (or starts
+            fresh without one), ``"never"`` starts fresh and refuses a ``run_dir`` that holds
+            checkpoints, or the path of a checkpoint to resume from.
+        keep_checkpoints: how many of the newest checkpoints to keep (``None``: all).
+        keep_best: how many of the best checkpoints by ``Model.monitor`` to keep as well;
+            ``None``: one when the model has a ``monitor``, else none.
+        async_checkpoints: write checkpoints from a background thread.
+        exit_on_signal: after a stop signal and its checkpoint, leave the process with exit
+            status :data:`~helios.trainer.RESUMABLE_EXIT_CODE` (75) so a job scheduler can
+            requeue; ``False`` returns a :class:`FitResult` with ``interrupted=True`` instead.
+        timeout: how long a collective may wait for a rank before the job fails.
+        checkpoint_store: a :class:`~helios.core.CheckpointStore` to use instead of the
+            default folder under ``run_dir``.
+        metric_logger: a :class:`~helios.core.MetricLogger` to use instead of the default
+            TensorBoard + ``metrics.jsonl`` loggers. It is called on every rank.
+        distributed: a :class:`~helios.core.DistributedContext` to use instead of detecting
+            one (no processes are spawned then).
+
+    Raises:
+        ConfigurationError: an argument has a value the trainer cannot work with.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        *,
+        unit: Literal["epoch", "iteration"] = "epoch",
+        total: int,
+        valid_every: int | None = None,
+        checkpoint_every: int | None = None,
+        log_every: int = 50,
+        accumulate: int = 1,
+        precision: Literal["32", "bf16", "16-mixed"] = "32",
+        clip_grad_norm: float | None = None,
+        early_stop_patience: int | None = None,
+        seed: int = 0,
+        deterministic: bool = False,
+        devices: Devices = "auto",
+        backend: Literal["auto", "nccl", "gloo"] = "auto",
+        tensorboard: bool = True,
+        progress: bool | None = None,
+        resume: str | os.PathLike[str] = "auto",
+        keep_checkpoints: int | None = 3,
+        keep_best: int | None = None,
+        async_checkpoints: bool = False,
+        exit_on_signal: bool = True,
+        timeout: timedelta = timedelta(minutes=30),
+        checkpoint_store: CheckpointStore | None = None,
+        metric_logger: MetricLogger | None = None,
+        distributed: DistributedContext | None = None,
+    ) -> None:
+        """Validate and keep the settings; nothing starts until :meth:`fit` or :meth:`test`."""
+        if unit not in ("epoch", "iteration"):
+            raise ConfigurationError(f"unit must be 'epoch' or 'iteration', got {unit!r}")
+        _positive("total", total)
+        _positive("valid_every", valid_every, allow_none=True)
+        _positive("checkpoint_every", checkpoint_every, allow_none=True)
+        _positive("log_every", log_every)
+        _positive("accumulate", accumulate)
+        _positive("early_stop_patience", early_stop_patience, allow_none=True)
+        _positive("keep_checkpoints", keep_checkpoints, allow_none=True)
+        if keep_best is not None and (isinstance(keep_best, bool) or keep_best < 0):
+            raise ConfigurationError(f"keep_best must be >= 0 or None, got {keep_best!r}")
+        if precision not in _PRECISIONS:
+            raise ConfigurationError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
+        if clip_grad_norm is not None and not clip_grad_norm > 0:
+            raise ConfigurationError(
+                f"clip_grad_norm must be a positive number or None, got {clip_grad_norm!r}"
+            )
+        if backend not in ("auto", "nccl", "gloo"):
+            raise ConfigurationError(f"backend must be 'auto', 'nccl' or 'gloo', got {backend!r}")
+        self._check_devices(devices)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ConfigurationError(f"seed must be an int in [0, 2**32), got {seed!r}")
+        resume_text = os.fspath(resume)
+        if resume_text not in ("auto", "never") and not Path(resume_text).is_file():
+            raise ConfigurationError(
+                f"resume must be 'auto', 'never' or the path of a checkpoint file; "
+                f"{resume_text!r} is not a file"
+            )
+        if metric_logger is not None and not isinstance(metric_logger, MetricLogger):
+            raise ConfigurationError("metric_logger does not implement helios.core.MetricLogger")
+        if checkpoint_store is not None and not isinstance(checkpoint_store, CheckpointStore):
+            raise ConfigurationError(
+                "checkpoint_store does not implement helios.core.CheckpointStore"
+            )
+        if distributed is not None and not isinstance(distributed, DistributedContext):
+            raise ConfigurationError(
+                "distributed does not implement helios.core.DistributedContext"
+            )
+        self.run_dir = Path(run_dir)
+        self.unit = unit
+        self.total = total
+        self.valid_every = valid_every
+        self.checkpoint_every = checkpoint_every
+        self.log_every = log_every
+        self.accumulate = accumulate
+        self.precision = precision
+        self.clip_grad_norm = clip_grad_norm
+        self.early_stop_patience = early_stop_patience
+        self.seed = seed
+        self.deterministic = deterministic
+        self.devices = devices
+        self.backend = backend
+        self.tensorboard = tensorboard
+        self.progress = progress
+        self.resume = resume_text
+        self.keep_checkpoints = keep_checkpoints
+        self.keep_best = keep_best
+        self.async_checkpoints = async_checkpoints
+        self.exit_on_signal = exit_on_signal
+        self.timeout = timeout
+        self.checkpoint_store = checkpoint_store
+        self.metric_logger = metric_logger
+        self.distributed = distributed
+
+    # ---- settings -------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_devices(devices: object) -> None:
+        if devices in ("auto", "cpu"):
+            return
+        if isinstance(devices, int) and not isinstance(devices, bool):
+            if devices < 1:
+                raise ConfigurationError(f"devices must be at least 1, got {devices}")
+            return
+        if (
+            isinstance(devices, Sequence)
+            and not isinstance(devices, str)
+            and devices
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
+            and len(set(devices)) == len(devices)
+        ):
+            return
+        raise ConfigurationError(
+            "devices must be 'auto', 'cpu', a number of processes or a list of distinct GPU "
+            f"ids, got {devices!r}"
+        )
+
+    def _process_count(self) -> int:
+        """How many processes :meth:`fit` starts on this machine."""
+        if self.distributed is not None or _wiring.launched_externally():
+            return 1
+        cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if self.devices == "cpu":
+            return 1
+        if self.devices == "auto":
+            return max(cuda, 1)
+        if isinstance(self.devices, int):
+            if cuda and self.devices > cuda:
+                raise ConfigurationError(
+                    f"devices={self.devices} asks for more GPUs than the {cuda} visible"
+                )
+            return self.devices
+        ids = list(self.devices)
+        if not cuda:
+            raise ConfigurationError(f"devices={ids} names GPUs, but CUDA is not available")
+        if max(ids) >= cuda:
+            raise ConfigurationError(f"devices={ids} names a GPU id >= {cuda} (visible GPUs)")
+        return len(ids)
+
+    def _device_kind(self) -> str | None:
+        if self.devices == "cpu" or not torch.cuda.is_available():
+            return "cpu"
+        return None
+
+    def _prepare_gpu_ids(self) -> None:
+        """Make the chosen GPUs the visible ones, so rank r uses the r-th of them."""
+        if isinstance(self.devices, Sequence) and not isinstance(self.devices, str):
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in self.devices)
+
+    # ---- public API -----------------------------------------------------------------------
+
+    def fit(self, model: Model, datamodule: DataSource) -> FitResult:
+        """Train ``model`` on ``datamodule``, resuming from ``run_dir`` when it can.
+
+        With several devices this process spawns one process per device and waits for them;
+        ``model`` is then loaded with the final checkpoint's state.
+
+        Returns:
+            How training ended.
+
+        Raises:
+            SystemExit: with status 75 after a stop signal, when ``exit_on_signal`` is set.
+        """
+        self._check_model(model, datamodule)
+        nprocs = self._process_count()
+        if nprocs > 1:
+            self._prepare_gpu_ids()
+            datamodule.prepare_data()
+            with ForwardSignals():
+                _wiring.spawn_processes(_fit_entry, nprocs, (self, model, datamodule), self.backend)
+            result = self._result_after_spawn(model)
+        else:
+            result = self._run_here(model, datamodule, prepare=True)
+        if result.interrupted and self.exit_on_signal:
+            raise SystemExit(RESUMABLE_EXIT_CODE)
+        return result
+
+    def test(
+        self,
+        model: Model,
+        datamodule: DataSource,
+        checkpoint: Literal["best", "last"] | str | os.PathLike[str] = "best",
+    ) -> dict[str, float]:
+        """Evaluate ``model`` on the test data with the weights of a checkpoint of this run.
+
+        Args:
+            model: a fresh model (its ``setup`` is called here).
+            datamodule: the data; its test loader is used.
+            checkpoint: ``"best"`` (by ``Model.monitor``; the last one when there is no best),
+                ``"last"``, or a checkpoint path.
+
+        Returns:
+            The test metrics, averaged over batches and processes (also in
+            ``model.test_metrics``).
+
+        Raises:
+            CheckpointError: there is no checkpoint to test.
+        """
+        self._check_model(model, datamodule)
+        context = self.distributed or _wiring.build_context(
+            self.backend, self.timeout, self._device_kind()
+        )
+        logger = _wiring.start_logging(self.run_dir, context)
+        try:
+            return _TestRun(self, model, datamodule, context, logger).run(checkpoint)
+        except BaseException:
+            logger.exception("testing failed on rank %d", context.rank)
+            raise
+        finally:
+            if self.distributed is None:
+                context.close()
+            _wiring.stop_logging()
+
+    def export(
+        self,
+        model: Model,
+        checkpoint: Literal["best", "last"] | str | os.PathLike[str] = "best",
+        path: str | os.PathLike[str] | None = None,
+        *,
+        opset: int | None = None,
+    ) -> _wiring.ExportReport:
+        """Export the network ``model.export_target()`` names to ONNX, with a checkpoint's weights.
+
+        The file is checked with ``onnx.checker`` and run in onnxruntime at batch sizes other
+        than the example's; the outputs must match PyTorch's.
+
+        Args:
+            model: a fresh model (its ``setup`` is called here).
+            checkpoint: ``"best"``, ``"last"`` or a checkpoint path, as for :meth:`test`.
+            path: where to write the ONNX file; default ``run_dir/onnx/<Model>.onnx``.
+            opset: the ONNX opset; ``None`` lets the exporter choose.
+
+        Returns:
+            The parity report (errors, opset, file size, time taken).
+
+        Raises:
+            ConfigurationError: the model names nothing to export.
+        """
+        self._check_model(model, None)
+        model.setup()
+        store = self._store(model)
+        try:
+            info = _find_checkpoint(store, checkpoint, self.run_dir)
+            saved = store.load(info.path, map_location="cpu")
+        finally:
+            store.close()
+        model.load_state_dict(saved["model"])
+        target = model.export_target()
+        if target is None:
+            raise ConfigurationError(
+                f"{type(model).__name__}.export_target() returns None: override it to name the "
+                "network to export and an example input"
+            )
+        default = self.run_dir / "onnx" / f"{type(model).__name__}.onnx"
+        out = Path(path) if path is not None else default
+        return _wiring.export_target(target, out, opset=opset)
+
+    # ---- internals ------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_model(model: object, datamodule: object) -> None:
+        if not isinstance(model, Model):
+            raise ConfigurationError(
+                f"model must be a helios.core.Model, got {type(model).__name__}"
+            )
+        if datamodule is not None and not isinstance(datamodule, DataSource):
+            raise ConfigurationError(
+                f"datamodule must implement helios.core.DataSource, got {type(datamodule).__name__}"
+            )
+
+    def _store(self, model: Model) -> CheckpointStore:
+        if self.checkpoint_store is not None:
+            return self.checkpoint_store
+        keep_best = self.keep_best
+        if keep_best is None:
+            keep_best = 1 if model.monitor is not None else 0
+        if keep_best and model.monitor is None:
+            raise ConfigurationError(
+                f"keep_best={keep_best} needs {type(model).__name__}.monitor to name a metric"
+            )
+        return _wiring.build_checkpoint_store(
+            self.run_dir / "checkpoints",
+            keep_last=self.keep_checkpoints,
+            keep_best=keep_best,
+            best_metric=model.monitor,
+            best_mode=model.monitor_mode,
+            async_save=self.async_checkpoints,
+        )
+
+    def _run_here(self, model: Model, datamodule: DataSource, *, prepare: bool) -> FitResult:
+        context = self.distributed or _wiring.build_context(
+            self.backend, self.timeout, self._device_kind()
+        )
+        logger = _wiring.start_logging(self.run_dir, context)
+        try:
+            with StopSignals() as signals:
+                return _FitRun(self, model, datamodule, context, logger, signals).run(prepare)
+        except BaseException:
+            logger.exception(
+                "training failed on rank %d (node %d)", context.rank, context.node_rank
+            )
+            raise
+        finally:
+            if self.distributed is None:
+                context.close()
+            _wiring.stop_logging()
+
+    def _result_after_spawn(self, model: Model) -> FitResult:
+        store = self._store(model)
+        try:
+            info = store.latest()
+            if info is None:
+                raise CheckpointError(f"training processes left no checkpoint in {self.run_dir}")
+            checkpoint = store.load(info, map_location="cpu")
+        finally:
+            store.close()
+        model.setup()
+        model.load_state_dict(checkpoint["model"])
+        state = TrainingState()
+        state.load_state_dict(checkpoint["training_state"])
+        finished = bool(checkpoint["trainer"]["finished"])
+        return FitResult(
+            state=state, complete=finished, interrupted=not finished, checkpoint=info.path
+        )
+
+
+def _find_checkpoint(
+    store: CheckpointStore, checkpoint: str | os.PathLike[str], run_dir: Path
+) -> CheckpointInfo:
+    """Resolve ``"best"`` (falling back to the last), ``"last"`` or a path to a checkpoint."""
+    which = os.fspath(checkpoint)
+    info: CheckpointInfo | None
+    if which == "best":
+        info = store.best() or store.latest()
+    elif which == "last":
+        info = store.latest()
+    else:
+        path = Path(which)
+        info = next((i for i in store.list() if i.path == path), None)
+        if info is None:
+            info = CheckpointInfo(path=path, step=-1, epoch=-1)
+    if info is None:
+        raise CheckpointError(f"no checkpoint in {run_dir / 'checkpoints'}")
+    return info
+
+
+def _fit_entry(trainer: Trainer, model: Model, datamodule: DataSource) -> None:
+    """What each spawned process runs (module level, so it pickles)."""
+    trainer._run_here(model, datamodule, prepare=False)
+
+
+class _FitRun:
+    """One call of :meth:`Trainer.fit` in one process: set-up, the loop, clean-up."""
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        model: Model,
+        data: DataSource,
+        context: DistributedContext,
+        logger: logging.Logger,
+        signals: StopSignals,
+    ) -> None:
+        self.trainer = trainer
+        self.model = model
+        self.data = data
+        self.context = context
+        self.logger = logger
+        self.signals = signals
+        self.device = context.device
+        self.state = TrainingState()
+        self.train_means = _Means(self.device)
+        self.last_checkpoint_step: int | None = None
+        self.last_checkpoint: Path | None = None
+        self.last_valid_step: int | None = None
+        self.finished = False
+        self.interrupted = False
+        self.resumed_from: Path | None = None
+        automatic = type(model).automatic_optimization
+        if not automatic and trainer.accumulate != 1:
+            raise ConfigurationError(
+                "accumulate must be 1 for a model that optimises itself "
+                "(automatic_optimization = False)"
+            )
+        if not automatic and trainer.clip_grad_norm is not None:
+            raise ConfigurationError(
+                "clip_grad_norm is applied by automatic optimisation only; a model with "
+                "automatic_optimization = False clips in its own train_step"
+            )
+        self.automatic = automatic
+
+    # ---- set-up ---------------------------------------------------------------------------
+
+    def run(self, prepare: bool) -> FitResult:
+        trainer, context, model = self.trainer, self.context, self.model
+        trainer.run_dir.mkdir(parents=True, exist_ok=True)
+        if prepare:
+            if context.is_local_main_process:
+                self.data.prepare_data()
+            context.barrier()
+        if trainer.deterministic:
+            set_deterministic(True)
+        seed_everything(trainer.seed)
+        self.data.configure(rank=context.rank, world_size=context.world_size, seed=trainer.seed)
+        self.data.setup()
+        model.setup()
+        model.to(self.device)
+        self.scaler = self._scaler()
+        self.store = self._store_on_main()
+        self.metric_logger = trainer.metric_logger or _wiring.build_metric_logger(
+            trainer.run_dir, tensorboard=trainer.tensorboard, context=context
+        )
+        try:
+            self._resume_or_start()
+            if self._complete():
+                self.logger.info(
+                    "the run in %s is already complete (step %d, epoch %d): nothing to train",
+                    trainer.run_dir,
+                    self.state.step,
+                    self.state.epoch,
+                )
+                self.finished = True
+                return self._result()
+            self._wrap_networks()
+            self._train()
+            return self._result()
+        finally:
+            self.metric_logger.close()
+            if self.store is not None:
+                self.store.close()
+
+    def _result(self) -> FitResult:
+        return FitResult(
+            state=dataclasses.replace(self.state),
+            complete=self.finished,
+            interrupted=self.interrupted,
+            resumed_from=self.resumed_from,
+            checkpoint=self.last_checkpoint,
+        )
+
+    def _scaler(self) -> torch.amp.GradScaler | None:
+        """The model's own GradScaler, or one the trainer owns for ``"16-mixed"``."""
+        if not self.automatic:
+            return None
+        scalers = self.model.scalers()
+        if len(scalers) > 1:
+            raise ConfigurationError(
+                f"automatic optimisation uses one GradScaler, but {type(self.model).__name__} "
+                f"has {sorted(scalers)}"
+            )
+        if scalers:
+            return next(iter(scalers.values()))
+        self.own_scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.trainer.precision == "16-mixed"
+        )
+        return self.own_scaler
+
+    def _store_on_main(self) -> CheckpointStore | None:
+        """The checkpoint store; every rank reads it, only global rank 0 writes."""
+        return self.trainer._store(self.model)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        precision = self.trainer.precision
+        if precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if precision == "16-mixed":
+            return torch.autocast(self.device.type, dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _wrap_networks(self) -> None:
+        """Wrap every network with trainable parameters for DDP (a no-op in one process)."""
+        if not self.context.is_distributed:
+            return
+        for name, network in self.model.networks().items():
+            if any(p.requires_grad for p in network.parameters()):
+                setattr(self.model, name, self.context.wrap(network))
+
+    # ---- resume ---------------------------------------------------------------------------
+
+    def _choose_checkpoint(self) -> str | None:
+        """The checkpoint to resume from, decided on rank 0 and agreed by every rank."""
+        trainer, store = self.trainer, self.store
+        choice: str | None = None
+        if self.context.is_main_process and store is not None:
+            if trainer.resume == "auto":
+                info = store.latest()
+                choice = None if info is None else os.fspath(info.path)
+            elif trainer.resume == "never":
+                if store.list():
+                    raise ConfigurationError(
+                        f"resume='never', but {trainer.run_dir} already holds checkpoints; "
+                        "use another run_dir, delete them, or resume='auto'"
+                    )
+            else:
+                choice = trainer.resume
+        return self.context.broadcast_object(choice, src=0)
+
+    def _resume_or_start(self) -> None:
+        path = self._choose_checkpoint()
+        if path is None:
+            self._start_fresh()
+            return
+        assert self.store is not None
+        checkpoint = self.store.load(path, map_location=self.device)
+        self._restore(checkpoint, Path(path))
+
+    def _start_fresh(self) -> None:
+        trainer, context = self.trainer, self.context
+        self.data.set_epoch(0)
+        if context.is_distributed:
+            # Identical weights came from the shared seed; from here each rank draws its own
+            # stream (dropout masks differ between ranks, as they would on separate data).
+            seed_everything((trainer.seed + context.rank) % 2**32)
+        self.metric_logger.resume(0)
+        self.metric_logger.log_hyperparameters(self._hyperparameters())
+        self.logger.info(
+            "training %s in %s: %d %s(s), %d process(es) on %s",
+            type(self.model).__name__,
+            trainer.run_dir,
+            trainer.total,
+            trainer.unit,
+            context.world_size,
+            self.device,
+        )
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        trainer = self.trainer
+        return {
+            "unit": trainer.unit,
+            "total": trainer.total,
+            "accumulate": trainer.accumulate,
+            "precision": trainer.precision,
+            "clip_grad_norm": trainer.clip_grad_norm or 0.0,
+            "seed": trainer.seed,
+            "world_size": self.context.world_size,
+            "model": type(self.model).__name__,
+        }
+
+    def _restore(self, checkpoint: Mapping[str, Any], path: Path) -> None:
+        trainer, context = self.trainer, self.context
+        if checkpoint.get("format") != _FORMAT:
+            raise ResumeError(
+                f"{path} is not a checkpoint of helios.trainer (format "
+                f"{checkpoint.get('format')!r}, expected {_FORMAT!r})"
+            )
+        saved = checkpoint["trainer"]
+        if saved["unit"] != trainer.unit or saved["accumulate"] != trainer.accumulate:
+            raise ResumeError(
+                f"{path} was written with unit={saved['unit']!r}, accumulate="
+                f"{saved['accumulate']}; this trainer has unit={trainer.unit!r}, "
+                f"accumulate={trainer.accumulate}: positions would not line up"
+            )
+        self.model.load_state_dict(checkpoint["model"])
+        self.state.load_state_dict(checkpoint["training_state"])
+        self.data.load_state_dict(checkpoint["data"])
+        own = checkpoint.get("scaler")
+        if own is not None and getattr(self, "own_scaler", None) is not None:
+            self.own_scaler.load_state_dict(own)
+        self.train_means.load_state_dict(checkpoint["train_means"])
+        self.finished = bool(saved["finished"])
+        self.metric_logger.resume(self.state.step)
+        self.last_checkpoint_step = self.state.step
+        self.last_checkpoint = path
+        self.last_valid_step = saved.get("last_valid_step")
+        self.resumed_from = path
+        rng_states = checkpoint["rng"]
+        if saved["world_size"] == context.world_size and context.rank < len(rng_states):
+            restore_rng_state(rng_states[context.rank])
+        else:
+            self.logger.warning(
+                "resuming %d process(es) from a checkpoint of %d: RNG streams restart from the "
+                "seed, so this run is not bitwise identical to an uninterrupted one",
+                context.world_size,
+                saved["world_size"],
+            )
+            seed_everything((trainer.seed + context.rank + self.state.step) % 2**32)
+        self.logger.info(
+            "resumed from %s at step %d (epoch %d, batch %d of the epoch)",
+            path,
+            self.state.step,
+            self.state.epoch,
+            self.state.batch_in_epoch,
+        )
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def _complete(self) -> bool:
+        trainer, state = self.trainer, self.state
+        if trainer.unit == "iteration" and state.step >= trainer.total:
+            return True
+        if trainer.unit == "epoch" and state.epoch >= trainer.total:
+            return True
+        patience = trainer.early_stop_patience
+        return self.finished or (patience is not None and state.early_stop_count >= patience)
+
+    def _train(self) -> None:
+        model = self.model
+        # Looked up once: the hot path must not rescan the model's attributes every step.
+        self.networks = list(model.networks().values())
+        self.optimizers = list(model.optimizers().values())
+        if self.automatic and not self.optimizers:
+            raise ConfigurationError(
+                f"{type(model).__name__} has no optimizer attribute for automatic optimisation"
+            )
+        self.parameters = [p for net in self.networks for p in net.parameters()]
+        model.train()
+        model.on_training_start()
+        bar = self._progress_bar()
+        try:
+            while not self._complete() and not self.interrupted:
+                self._train_epoch(bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        if not self.interrupted:
+            self.finished = True
+            model.on_training_end()
+            if self.last_valid_step != self.state.step:
+                self._validate()
+        if self.last_checkpoint_step != self.state.step or self.finished:
+            self._checkpoint()
+        if self.store is not None:
+            self.store.wait()
+        how = "stopped by a signal" if self.interrupted else "finished"
+        self.logger.info(
+            "training %s at step %d (epoch %d); last checkpoint: %s",
+            how,
+            self.state.step,
+            self.state.epoch,
+            self.last_checkpoint,
+        )
+
+    def _progress_bar(self) -> _wiring.ProgressBar | None:
+        trainer = self.trainer
+        if not self.context.is_main_process or trainer.progress is False:
+            return None
+        if trainer.unit == "iteration":
+            total, initial = trainer.total, self.state.step
+        else:
+            total, initial = trainer.total, self.state.epoch
+        return _wiring.ProgressBar(
+            total,
+            initial=initial,
+            desc="train",
+            unit="step" if trainer.unit == "iteration" else "epoch",
+            enabled=trainer.progress,
+        )
+
+    def _train_epoch(self, bar: _wiring.ProgressBar | None) -> None:
+        model, state, trainer = self.model, self.state, self.trainer
+        self.data.set_epoch(state.epoch)
+        loader = self.data.train_dataloader()
+        if loader is None:
+            raise ConfigurationError(f"{type(self.data).__name__} has no training data")
+        epoch_length = state.batch_in_epoch + len(loader)  # type: ignore[arg-type]
+        if epoch_length == 0:
+            raise ConfigurationError(f"{type(self.data).__name__} yields no training batches")
+        model.on_training_epoch_start(state.epoch)
+        window_start = state.batch_in_epoch
+        for batch in loader:
+            window = min(trainer.accumulate, epoch_length - window_start)
+            last_in_window = state.batch_in_epoch + 1 - window_start == window
+            self._train_batch(batch, window=window, last_in_window=last_in_window)
+            if not last_in_window:
+                continue
+            window_start = state.batch_in_epoch
+            if trainer.unit == "iteration" and bar is not None:
+                bar.update(1)
+            if self._after_step():
+                return
+        if state.batch_in_epoch != epoch_length:
+            raise ResumeError(
+                f"the training loader ended after {state.batch_in_epoch} of {epoch_length} "
+                "batches of the epoch"
+            )
+        self._end_epoch()
+        if trainer.unit == "epoch" and bar is not None:
+            bar.update(1)
+
+    def _train_batch(self, batch: Any, *, window: int, last_in_window: bool) -> None:
+        model, state = self.model, self.state
+        batch = _to_device(batch, self.device)
+        model.on_training_batch_start(state)
+        with contextlib.ExitStack() as stack:
+            if self.automatic and not last_in_window:
+                for network in self.networks:
+                    stack.enter_context(self.context.no_sync(network))
+            with self._autocast():
+                output = model.train_step(batch, state)
+            loss, metrics = _split_output(output, automatic=self.automatic)
+            if self.automatic:
+                assert loss is not None
+                assert self.scaler is not None
+                if window > 1:
+                    loss = loss / window
+                scaled = cast("torch.Tensor", self.scaler.scale(loss))
+                scaled.backward()
+        self.train_means.add(metrics)
+        state.batch_in_epoch += 1
+        state.batches += 1
+        if not self.automatic:
+            state.step += 1
+        elif last_in_window:
+            self._optimizer_step()
+        model.on_training_batch_end(state)
+
+    def _optimizer_step(self) -> None:
+        scaler, optimizers = self.scaler, self.optimizers
+        assert scaler is not None
+        if self.trainer.clip_grad_norm is not None:
+            for optimizer in optimizers:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.trainer.clip_grad_norm)
+        if scaler.is_enabled():
+            for optimizer in optimizers:
+                scaler.step(optimizer)
+            scaler.update()
+        else:
+            for optimizer in optimizers:
+                optimizer.step()
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        if self.model.scheduler_interval == "step":
+            self._step_schedulers()
+        self.state.step += 1
+
+    def _step_schedulers(self) -> None:
+        for scheduler in self.model.schedulers().values():
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                continue  # stepped with the monitored metric after validation
+            scheduler.step()
+
+    def _after_step(self) -> bool:
+        """Logging, validation, checkpoints and stop checks after an optimizer step.
+
+        Returns:
+            Whether the epoch loop must end now.
+        """
+        state, trainer = self.state, self.trainer
+        if state.step % trainer.log_every == 0:
+            self._log_training()
+        if trainer.unit == "iteration":
+            if trainer.valid_every is not None and state.step % trainer.valid_every == 0:
+                self._validate()
+            if trainer.checkpoint_every is not None and state.step % trainer.checkpoint_every == 0:
+                self._checkpoint()
+        stop = self.signals.requested is not None
+        stop_by_model = self.model.should_training_stop()
+        if self.context.is_distributed:
+            stop = self.context.agree(stop, "any")
+            stop_by_model = self.context.agree(stop_by_model, "any")
+        if stop_by_model:
+            self.logger.info("should_training_stop() asked to end training at step %d", state.step)
+            self.finished = True
+            return True
+        if stop:
+            name = self.signals.requested.name if self.signals.requested else "a stop signal"
+            self.logger.warning(
+                "%s received: stopping after step %d and writing a checkpoint", name, state.step
+            )
+            self.interrupted = True
+            return True
+        return self._complete()
+
+    def _end_epoch(self) -> None:
+        model, state, trainer = self.model, self.state, self.trainer
+        model.on_training_epoch_end(state.epoch)
+        if model.scheduler_interval == "epoch" and self.automatic:
+            self._step_schedulers()
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        self.data.set_epoch(state.epoch)
+        if self._due_at_epoch_end(trainer.valid_every):
+            self._validate()
+        if self._due_at_epoch_end(trainer.checkpoint_every):
+            self._checkpoint()
+
+    def _due_at_epoch_end(self, every: int | None) -> bool:
+        """Whether a cadence of ``every`` units (``None``: every epoch) falls on this epoch end."""
+        if every is None:
+            return True
+        return self.trainer.unit == "epoch" and self.state.epoch % every == 0
+
+    # ---- logging, validation, checkpoints -------------------------------------------------
+
+    def _log_training(self) -> None:
+        if self.train_means.count == 0:
+            return
+        metrics: dict[str, float | torch.Tensor] = {
+            f"train/{name}": value for name, value in self.train_means.means().items()
+        }
+        for name, optimizer in self.model.optimizers().items():
+            metrics[f"lr/{name}"] = float(optimizer.param_groups[0]["lr"])
+        self.train_means.reset()
+        reduced = self.context.all_reduce_mean(metrics)
+        self.metric_logger.log_scalars(reduced, self.state.step)
+
+    def _validate(self) -> None:
+        loader = self.data.valid_dataloader()
+        model, state = self.model, self.state
+        self.last_valid_step = state.step
+        if loader is None:
+            return
+        cycle = state.validation_cycles
+        model.eval()
+        model.on_validation_start(cycle)
+        means = _Means(self.device)
+        with torch.no_grad():
+            for step, batch in enumerate(loader):
+                model.on_validation_batch_start(step)
+                with self._autocast():
+                    output = model.valid_step(_to_device(batch, self.device), step)
+                if output is not None:
+                    means.add(output)
+                model.on_validation_batch_end(step)
+        model.valid_metrics = self.context.all_reduce_mean(dict(means.means()))
+        state.validation_cycles += 1
+        self.metric_logger.log_scalars(
+            {f"valid/{k}": v for k, v in model.valid_metrics.items()}, state.step
+        )
+        model.on_validation_end(cycle)
+        model.train()
+        if model.valid_metrics:
+            self._after_validation()
+
+    def _after_validation(self) -> None:
+        model, state, trainer = self.model, self.state, self.trainer
+        improved = model.have_metrics_improved()
+        state.early_stop_count = 0 if improved else state.early_stop_count + 1
+        if model.monitor is not None and model.monitor in model.valid_metrics:
+            for scheduler in model.schedulers().values():
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(model.valid_metrics[model.monitor])
+        patience = trainer.early_stop_patience
+        if patience is not None and state.early_stop_count >= patience:
+            self.logger.info(
+                "early stopping at step %d: no improvement in %d validations",
+                state.step,
+                state.early_stop_count,
+            )
+
+    def _checkpoint(self) -> None:
+        """Write a checkpoint of this step (collective: every rank gives its RNG state)."""
+        context, state = self.context, self.state
+        rng_states = context.all_gather_object(capture_rng_state())
+        if context.is_main_process and self.store is not None:
+            checkpoint = {
+                "format": _FORMAT,
+                "model": self.model.state_dict(),
+                "training_state": state.state_dict(),
+                "data": self.data.state_dict(),
+                "rng": rng_states,
+                "scaler": (
+                    self.own_scaler.state_dict() if getattr(self, "own_scaler", None) else None
+                ),
+                "train_means": self.train_means.state_dict(),
+                "trainer": {
+                    "unit": self.trainer.unit,
+                    "total": self.trainer.total,
+                    "accumulate": self.trainer.accumulate,
+                    "world_size": context.world_size,
+                    "finished": self.finished,
+                    "last_valid_step": self.last_valid_step,
+                },
+            }
+            info = self.store.save(
+                checkpoint,
+                step=state.step,
+                epoch=state.epoch,
+                metrics=dict(self.model.valid_metrics),
+            )
+            self.last_checkpoint = info.path
+        self.last_checkpoint_step = state.step
+        self.metric_logger.flush()
+
+
+class _TestRun:
+    """One call of :meth:`Trainer.test` in one process."""
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        model: Model,
+        data: DataSource,
+        context: DistributedContext,
+        logger: logging.Logger,
+    ) -> None:
+        self.trainer, self.model, self.data = trainer, model, data
+        self.context, self.logger = context, logger
+
+    def run(self, checkpoint: str | os.PathLike[str]) -> dict[str, float]:
+        model, data, context = self.model, self.data, self.context
+        seed_everything(self.trainer.seed)
+        data.configure(rank=context.rank, world_size=context.world_size, seed=self.trainer.seed)
+        data.setup()
+        model.setup()
+        store = self.trainer._store(model)
+        try:
+            info = _find_checkpoint(store, checkpoint, self.trainer.run_dir)
+            saved = store.load(info.path, map_location=context.device)
+        finally:
+            store.close()
+        model.load_state_dict(saved["model"])
+        model.to(context.device)
+        step = int(saved["training_state"]["step"])
+        loader = data.test_dataloader()
+        if loader is None:
+            raise ConfigurationError(f"{type(data).__name__} has no test data")
+        model.eval()
+        model.on_testing_start()
+        means = _Means(context.device)
+        with torch.no_grad():
+            for index, batch in enumerate(loader):
+                model.on_testing_batch_start(index)
+                output = model.test_step(_to_device(batch, context.device), index)
+                if output is not None:
+                    means.add(output)
+                model.on_testing_batch_end(index)
+        model.test_metrics = context.all_reduce_mean(dict(means.means()))
+        model.on_testing_end()
+        self.logger.info(
+            "tested %s at step %d: %s",
+            info.path.name,
+            step,
+            ", ".join(f"{k}={v:.4f}" for k, v in sorted(model.test_metrics.items())),
+        )
+        return dict(model.test_metrics)

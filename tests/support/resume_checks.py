@@ -1,0 +1,82 @@
+"""Helpers to compare two training runs bit for bit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from helios.ckpt import DirectoryCheckpointStore
+
+SUPPORT = Path(__file__).parent
+
+
+def run_script(
+    script: str, settings: dict[str, Any], *, expect: int = 0, timeout: float = 240
+) -> str:
+    """Run ``tests/support/<script>`` in a fresh process with JSON settings; return its output."""
+    completed = subprocess.run(
+        [sys.executable, str(SUPPORT / script), json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == expect, (
+        f"exit {completed.returncode}, expected {expect}:\n{output}"
+    )
+    return output
+
+
+def final_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """The newest good checkpoint of a run."""
+    store = DirectoryCheckpointStore(Path(run_dir) / "checkpoints")
+    try:
+        return store.load()
+    finally:
+        store.close()
+
+
+def metric_series(run_dir: str | Path, name: str) -> list[tuple[int, float]]:
+    """(step, value) of one metric, in file order, from the run's metrics.jsonl."""
+    series = []
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if name in record:
+            series.append((int(record["step"]), float(record[name])))
+    return series
+
+
+def assert_identical(a: Any, b: Any, path: str = "") -> None:
+    """Nested state equality: tensors with torch.equal, everything else with ==."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), path
+        assert a.dtype == b.dtype and torch.equal(a, b), f"tensors differ at {path}"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"keys differ at {path}"
+        for key in a:
+            assert_identical(a[key], b[key], f"{path}/{key}")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), f"lengths differ at {path}"
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_identical(x, y, f"{path}[{index}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def assert_same_training(run_a: Path, run_b: Path) -> None:
+    """Final parameters, optimizer and scheduler state, position and loss series are identical."""
+    a, b = final_checkpoint(run_a), final_checkpoint(run_b)
+    assert_identical(a["model"], b["model"], "model")
+    assert_identical(a["training_state"], b["training_state"], "training_state")
+    assert_identical(a["data"], b["data"], "data")
+    assert_identical(a["rng"], b["rng"], "rng")
+    for metric in ("train/loss", "train/accuracy", "valid/loss"):
+        series_a, series_b = metric_series(run_a, metric), metric_series(run_b, metric)
+        assert series_a, f"no {metric} logged"
+        assert series_a == series_b, metric
