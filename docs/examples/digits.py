@@ -1,38 +1,155 @@
-"""Train a small network on the digits set bundled with scikit-learn.
+"""Train a small CNN on the handwritten digits bundled with scikit-learn, end to end.
 
-A placeholder for the main job until the Trainer lands: a plain PyTorch loop seeded by
-``helios.core``. Run it with:
+The main job of Helios: a ``DataModule`` with random augmentation in loader workers, a ``Model``
+with a CNN, AdamW and a one-cycle schedule, and a ``Trainer`` that validates, checkpoints,
+logs to TensorBoard, tests the best checkpoint and exports the network to ONNX (checked in
+onnxruntime). No download: the 1,797 8x8 digits ship inside scikit-learn.
 
-    uv run python docs/examples/digits.py
+Run it (about a minute on 2 CPU cores):
+
+    uv run python docs/examples/digits.py            # trains, or resumes where it stopped
+    uv run python docs/examples/digits.py --fresh    # deletes the run folder and starts over
+
+Stop it at any moment (Ctrl-C): it checkpoints and exits; run it again and it resumes,
+ending bitwise identical to a run that never stopped. Run it once more after it finished and it
+reports the run complete instead of training again.
 """
 
 from __future__ import annotations
 
+import argparse
+import shutil
+from pathlib import Path
+from typing import Any
+
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
+from torch.nn import functional
+from torch.utils.data import Dataset
 
-from helios.core import seed_everything
+from helios.core import ExportTarget, Model, TrainingState
+from helios.data import DataLoaderParams, DataModule
+from helios.trainer import Trainer
+
+RUN_DIR = Path("runs/digits")
+
+
+class DigitImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """8x8 grey images in [0, 1]; with ``augment``, a random shift and pixel noise."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool) -> None:
+        self.images, self.labels, self.augment = images, labels, augment
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[index]
+        if self.augment:  # seeded per sample by helios.data: identical for any worker count
+            dx, dy = torch.randint(-1, 2, (2,)).tolist()
+            image = torch.roll(image, shifts=(dy, dx), dims=(1, 2))
+            image = (image + 0.05 * torch.randn_like(image)).clamp(0, 1)
+        return image, self.labels[index]
+
+
+class Digits(DataModule):
+    """Train, validation and test splits of the scikit-learn digits (fixed split)."""
+
+    def setup(self) -> None:
+        digits = load_digits()
+        images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+        labels = torch.tensor(digits.target)
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+        train, valid, test = order[:1300], order[1300:1550], order[1550:]
+        self.add_train(
+            DigitImages(images[train], labels[train], augment=True),
+            DataLoaderParams(batch_size=64, shuffle=True, num_workers=2, persistent_workers=True),
+        )
+        self.add_valid(DigitImages(images[valid], labels[valid], False), DataLoaderParams(256))
+        self.add_test(DigitImages(images[test], labels[test], False), DataLoaderParams(256))
+
+
+class SmallCNN(nn.Sequential):
+    def __init__(self) -> None:
+        super().__init__(
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Dropout(0.25),
+            nn.Linear(64 * 4 * 4, 10),
+        )
+
+
+class Classifier(Model):
+    """The CNN, its optimizer and schedule; keeps the checkpoint with the best accuracy."""
+
+    monitor = "accuracy"
+    monitor_mode = "max"
+    epochs = 12
+    steps_per_epoch = 21  # ceil(1300 / 64)
+
+    def setup(self) -> None:
+        self.net = SmallCNN()
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=3e-3, weight_decay=1e-4)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=3e-3, total_steps=self.epochs * self.steps_per_epoch
+        )
+
+    def train_step(self, batch: Any, state: TrainingState) -> dict[str, torch.Tensor]:
+        images, labels = batch
+        logits = self.net(images)
+        loss = functional.cross_entropy(logits, labels)
+        return {"loss": loss, "accuracy": (logits.argmax(1) == labels).float().mean()}
+
+    def valid_step(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
+        images, labels = batch
+        logits = self.net(images)
+        return {
+            "loss": functional.cross_entropy(logits, labels),
+            "accuracy": (logits.argmax(1) == labels).float().mean(),
+        }
+
+    def test_step(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
+        return self.valid_step(batch, step)
+
+    def export_target(self) -> ExportTarget:
+        return ExportTarget(
+            self.net, (torch.zeros(2, 1, 8, 8),), input_names=["image"], output_names=["logits"]
+        )
 
 
 def main() -> None:
-    seed_everything(7)
-    digits = load_digits()
-    x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
-    y = torch.tensor(digits.target)
-    order = torch.randperm(len(x))
-    train, test = order[:1400], order[1400:]
-    net = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
-    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
-    for _epoch in range(30):
-        for batch in train.split(64):
-            loss = nn.functional.cross_entropy(net(x[batch]), y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        accuracy = (net(x[test]).argmax(1) == y[test]).float().mean().item()
-    print(f"test accuracy: {accuracy:.3f}")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fresh", action="store_true", help="delete the run folder first")
+    parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help=f"default {RUN_DIR}")
+    args = parser.parse_args()
+    if args.fresh and args.run_dir.exists():
+        shutil.rmtree(args.run_dir)
+
+    trainer = Trainer(
+        run_dir=args.run_dir,
+        unit="epoch",
+        total=Classifier.epochs,
+        log_every=7,
+        seed=7,
+        progress=True,
+    )
+    result = trainer.fit(Classifier(), Digits())
+    if result.steps_trained == 0:
+        print(f"the run in {args.run_dir} is already complete; --fresh starts a new one")
+    elif result.resumed_from is not None:
+        print(f"resumed from {result.resumed_from} and trained {result.steps_trained} steps")
+    metrics = trainer.test(Classifier(), Digits())
+    report = trainer.export(Classifier())
+    print(f"test accuracy: {metrics['accuracy']:.3f}")
+    print(f"checkpoints:   {args.run_dir / 'checkpoints'}")
+    print(f"logs:          {args.run_dir / 'logs'}, {args.run_dir / 'metrics.jsonl'}")
+    print(f"tensorboard:   uv run tensorboard --logdir {args.run_dir / 'tensorboard'}")
+    print(f"onnx:          {report.path} (onnxruntime max abs error {report.max_abs_error:.2e})")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ class FitResult:
         interrupted: a stop signal ended training early; running ``fit`` again resumes.
         resumed_from: the checkpoint training resumed from, if any.
         checkpoint: the last checkpoint written, if any.
+        steps_trained: optimizer steps taken by this call (0 for a run already complete).
     """
 
     state: TrainingState
@@ -69,6 +70,7 @@ class FitResult:
     interrupted: bool
     resumed_from: Path | None = None
     checkpoint: Path | None = None
+    steps_trained: int = 0
 
 
 def _positive(name: str, value: object, *, allow_none: bool = False) -> None:
@@ -377,10 +379,11 @@ class Trainer:
         nprocs = self._process_count()
         if nprocs > 1:
             self._prepare_gpu_ids()
+            start = self._latest(model)
             datamodule.prepare_data()
             with ForwardSignals():
                 _wiring.spawn_processes(_fit_entry, nprocs, (self, model, datamodule), self.backend)
-            result = self._result_after_spawn(model)
+            result = self._result_after_spawn(model, start)
         else:
             result = self._run_here(model, datamodule, prepare=True)
         if result.interrupted and self.exit_on_signal:
@@ -517,7 +520,14 @@ class Trainer:
                 context.close()
             _wiring.stop_logging()
 
-    def _result_after_spawn(self, model: Model) -> FitResult:
+    def _latest(self, model: Model) -> CheckpointInfo | None:
+        store = self._store(model)
+        try:
+            return store.latest()
+        finally:
+            store.close()
+
+    def _result_after_spawn(self, model: Model, start: CheckpointInfo | None) -> FitResult:
         store = self._store(model)
         try:
             info = store.latest()
@@ -532,7 +542,12 @@ class Trainer:
         state.load_state_dict(checkpoint["training_state"])
         finished = bool(checkpoint["trainer"]["finished"])
         return FitResult(
-            state=state, complete=finished, interrupted=not finished, checkpoint=info.path
+            state=state,
+            complete=finished,
+            interrupted=not finished,
+            resumed_from=start.path if start is not None else None,
+            checkpoint=info.path,
+            steps_trained=state.step - (start.step if start is not None else 0),
         )
 
 
@@ -588,6 +603,7 @@ class _FitRun:
         self.finished = False
         self.interrupted = False
         self.resumed_from: Path | None = None
+        self.start_step = 0
         automatic = type(model).automatic_optimization
         if not automatic and trainer.accumulate != 1:
             raise ConfigurationError(
@@ -648,6 +664,7 @@ class _FitRun:
             interrupted=self.interrupted,
             resumed_from=self.resumed_from,
             checkpoint=self.last_checkpoint,
+            steps_trained=self.state.step - self.start_step,
         )
 
     def _scaler(self) -> torch.amp.GradScaler | None:
@@ -775,6 +792,7 @@ class _FitRun:
         self.last_checkpoint = path
         self.last_valid_step = saved.get("last_valid_step")
         self.resumed_from = path
+        self.start_step = self.state.step
         rng_states = checkpoint["rng"]
         if saved["world_size"] == context.world_size and context.rank < len(rng_states):
             restore_rng_state(rng_states[context.rank])
