@@ -420,3 +420,11 @@ def test_example_without_tensors_is_refused(tmp_path: Path) -> None:
         export_onnx(TwoInputMLP(), (1.0, 2.0), tmp_path / "x.onnx")
     with pytest.raises(TypeError, match=r"expected a torch\.nn\.Module"):
         export_onnx(lambda x: x, (torch.randn(2),), tmp_path / "x.onnx")  # type: ignore[arg-type]
+
+
+def test_module_failing_on_its_example_raises_export_error(tmp_path: Path) -> None:
+    module = TwoInputMLP().train()
+    with pytest.raises(ExportError, match=r"TwoInputMLP raised on example_inputs.*RuntimeError"):
+        export_onnx(module, (torch.randn(2, 5), torch.randn(2, 3)), tmp_path / "x.onnx")
+    assert module.training
+    assert list(tmp_path.iterdir()) == []

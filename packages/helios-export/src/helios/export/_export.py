@@ -108,6 +108,10 @@ def export_onnx(
     Returns:
         The report: path, opset, size, time, the largest errors and the batch sizes checked.
 
+    Note:
+        While the exporter runs, ``sys.stdout`` and ``sys.stderr`` are redirected (to capture
+        its output), which other threads printing at that moment share.
+
     Raises:
         ExportError: the exporter failed (the message names the module and the root cause), the
             checker rejected the file, or onnxruntime failed or disagreed with PyTorch.
@@ -140,7 +144,13 @@ def export_onnx(
     module_name = type(network).__qualname__
 
     with _inference(network):
-        reference = network(*args)
+        try:
+            reference = network(*args)
+        except Exception as error:
+            raise ExportError(
+                f"{module_name} raised on example_inputs before the export began: "
+                f"{type(error).__name__}: {_first_paragraph(error)}"
+            ) from error
         output_paths = [
             key_path
             for key_path, leaf in pytree.tree_flatten_with_path(reference)[0]
@@ -497,7 +507,13 @@ def _verify(
         )
     for size in sizes:
         inputs = make_inputs(args, size, dynamic)
-        expected = [leaf for leaf in pytree.tree_leaves(network(*inputs)) if torch.is_tensor(leaf)]
+        try:
+            outputs = network(*inputs)
+        except Exception as error:
+            reason = f"PyTorch itself failed: {type(error).__name__}: {_first_paragraph(error)}"
+            result.mismatches.append(Mismatch("(all)", size, reason))
+            continue
+        expected = [leaf for leaf in pytree.tree_leaves(outputs) if torch.is_tensor(leaf)]
         flat_inputs = [leaf for leaf in pytree.tree_leaves(inputs) if torch.is_tensor(leaf)]
         try:
             actual = run_onnxruntime(staged, flat_inputs)
