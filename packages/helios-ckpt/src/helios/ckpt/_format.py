@@ -34,6 +34,7 @@ import io
 import json
 import os
 import pickle
+import re
 import struct
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,7 @@ PRELUDE_SIZE = _PRELUDE.size  # 88
 _MAX_HEADER = 1 << 24  # a header is a few hundred bytes; anything larger is damage
 _PARALLEL_HASH_MIN = 1 << 20  # below this, hashing inline is cheaper than a thread hand-off
 _READ_CHUNK = 8 << 20
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class CheckpointIntegrityError(CheckpointError):
@@ -119,8 +121,17 @@ class _HashingSink:
         self._pool = pool
         self._hash = hashlib.sha256()
         self.size = 0
+        self.error: OSError | None = None
 
     def write(self, data: bytes | memoryview) -> int:
+        try:
+            return self._write(data)
+        except OSError as exc:
+            # torch's writer reports a failed write as "unexpected pos"; keep the real cause
+            self.error = exc
+            raise
+
+    def _write(self, data: bytes | memoryview) -> int:
         view = memoryview(data).cast("B")
         if len(view) >= _PARALLEL_HASH_MIN:
             hashed = self._pool.submit(self._hash.update, view)
@@ -178,7 +189,12 @@ def write_checkpoint(
     file.write(header)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="helios-ckpt-hash") as pool:
         sink = _HashingSink(file, pool)
-        torch.save(dict(state), sink)  # type: ignore[arg-type]
+        try:
+            torch.save(dict(state), sink)  # type: ignore[arg-type]
+        except Exception as exc:
+            if sink.error is not None:
+                raise sink.error from exc
+            raise
     prelude = _PRELUDE.pack(
         _MAGIC,
         FORMAT_VERSION,
@@ -367,5 +383,10 @@ def load_payload(file: IO[bytes], header: Header, map_location: MapLocation) -> 
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The telling line of ``exc``'s message (torch's unpickler explains at length)."""
+    lines = [_ANSI.sub("", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line]
+    for line in lines:
+        if line.startswith("WeightsUnpickler error:"):
+            return line.split(" Please use", 1)[0]
+    return lines[0] if lines else type(exc).__name__
