@@ -13,11 +13,13 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch.utils import _pytree as pytree
+
+if TYPE_CHECKING:  # numpy arrives with onnx and onnxruntime; it is not a declared dependency
+    import numpy as np
 
 __all__ = ["Mismatch", "ParityResult", "compare_outputs", "make_inputs", "run_onnxruntime"]
 
@@ -145,7 +147,7 @@ def compare_outputs(
     """
     for name, torch_output, produced in zip(names, expected, actual, strict=True):
         reference = torch_output.detach().cpu()
-        onnx_output = torch.from_numpy(np.asarray(produced))
+        onnx_output = torch.from_numpy(produced)
         if tuple(onnx_output.shape) != tuple(reference.shape):
             reason = f"shape {tuple(onnx_output.shape)}, expected {tuple(reference.shape)}"
             result.mismatches.append(Mismatch(name, batch_size, reason))
