@@ -130,3 +130,22 @@ def test_tensors_off_the_cpu_are_copied_to_it(tmp_path: Path) -> None:
     store.save(state, step=1, epoch=0)
     store.close()
     assert store.load(map_location="cpu")["model"]["w"].device.type == "cpu"
+
+
+def test_consecutive_async_saves_each_hold_their_own_values(tmp_path: Path) -> None:
+    # the CPU copies are reused from one save to the next: no checkpoint may see another's data
+    store = DirectoryCheckpointStore(tmp_path, keep_last=None, async_save=True)
+    weight = torch.zeros(1000)
+    grown = torch.zeros(3)
+    expected = {}
+    for step in range(1, 5):
+        weight.fill_(float(step))
+        if step == 3:
+            grown = torch.zeros(5)  # a shape change mid-run gets a fresh buffer
+        grown.fill_(-float(step))
+        state = {"model": {"w": weight, "g": grown}, "step": step}
+        expected[step] = {"model": {"w": weight.clone(), "g": grown.clone()}, "step": step}
+        store.save(state, step=step, epoch=0)
+    store.close()
+    for step, state in expected.items():
+        assert_state_equal(store.load(f"step-{step:08d}.pt"), state)

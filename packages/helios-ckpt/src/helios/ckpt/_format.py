@@ -28,6 +28,7 @@ written last, over the placeholder it reserved.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -36,7 +37,8 @@ import os
 import pickle
 import re
 import struct
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -159,6 +161,27 @@ class _HashingSink:
         return self._hash.digest()
 
 
+_CRC32_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_crc32() -> Iterator[None]:
+    """Skip the zip CRC-32 of each record while this thread's ``torch.save`` runs.
+
+    The SHA-256 over the whole payload already detects any damage; a CRC-32 per record is a
+    second full pass over the bytes for nothing. torch keeps the option in a global that its
+    writer reads once, when created; a ``torch.save`` of another thread that starts inside this
+    window merely writes no CRC either (its file still loads).
+    """
+    with _CRC32_LOCK:
+        previous = torch.serialization.get_crc32_options()
+        torch.serialization.set_crc32_options(False)
+        try:
+            yield
+        finally:
+            torch.serialization.set_crc32_options(previous)
+
+
 def write_checkpoint(
     file: IO[bytes],
     state: Mapping[str, Any],
@@ -190,7 +213,8 @@ def write_checkpoint(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="helios-ckpt-hash") as pool:
         sink = _HashingSink(file, pool)
         try:
-            torch.save(dict(state), sink)  # type: ignore[arg-type]
+            with _without_crc32():
+                torch.save(dict(state), sink)  # type: ignore[arg-type]
         except Exception as exc:
             if sink.error is not None:
                 raise sink.error from exc

@@ -39,6 +39,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal
 
+import torch
+
 from helios.ckpt import _format, _migrations, _retention, _snapshot
 from helios.ckpt._warnings import CheckpointWarning
 from helios.core import CheckpointError, CheckpointInfo, ConfigurationError
@@ -138,6 +140,7 @@ class DirectoryCheckpointStore:
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[CheckpointInfo] | None = None
         self._pending_step = -1
+        self._staging: builtins.list[torch.Tensor] = []  # CPU copies, reused by async saves
         self._lock = threading.Lock()
         self._closed = False
 
@@ -208,8 +211,8 @@ class DirectoryCheckpointStore:
         if not self._async:
             prepared = _snapshot.prepare(state, copy_to_cpu=False)
             return self._write(prepared, step, epoch, clean_metrics, wall_time)
-        self._raise_pending()
-        snapshot = _snapshot.prepare(state, copy_to_cpu=True)
+        self._raise_pending()  # also frees the staging buffers of the previous save
+        snapshot = _snapshot.prepare(state, copy_to_cpu=True, staging=self._staging)
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(
@@ -249,6 +252,7 @@ class DirectoryCheckpointStore:
             self._raise_pending()
         finally:
             self._closed = True
+            self._staging = []
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None
