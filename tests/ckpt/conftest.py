@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import pytest
 import torch
 
 
@@ -40,13 +38,3 @@ def assert_state_equal(actual: Any, expected: Any) -> None:
             assert_state_equal(a, e)
     else:
         assert actual == expected
-
-
-@pytest.fixture
-def state_for() -> Callable[..., dict[str, Any]]:
-    return make_state
-
-
-@pytest.fixture
-def same() -> Callable[[Any, Any], None]:
-    return assert_state_equal

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
 from helios.ckpt import CheckpointError, CheckpointWarning, DirectoryCheckpointStore
 
-State = Callable[..., dict[str, Any]]
-Same = Callable[[Any, Any], None]
+from .conftest import assert_state_equal, make_state
 
 
 def truncate(path: Path) -> None:
@@ -58,19 +55,17 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", DAMAGE, ids=str)
-def test_damaged_latest_is_reported_and_previous_good_is_used(
-    tmp_path: Path, damage: str, state_for: State, same: Same
-) -> None:
+def test_damaged_latest_is_reported_and_previous_good_is_used(tmp_path: Path, damage: str) -> None:
     corrupt, reason = DAMAGE[damage]
     store = DirectoryCheckpointStore(tmp_path, keep_last=None)
-    good = store.save(state_for(10), step=10, epoch=1)
-    bad = store.save(state_for(20), step=20, epoch=2)
+    good = store.save(make_state(10), step=10, epoch=1)
+    bad = store.save(make_state(20), step=20, epoch=2)
     corrupt(bad.path)
 
     with pytest.warns(CheckpointWarning, match=f"{bad.path}.*{reason}.*falling back"):
         assert store.latest() == good
     with pytest.warns(CheckpointWarning, match=f"{bad.path}.*{reason}"):
-        same(store.load(), state_for(10))
+        assert_state_equal(store.load(), make_state(10))
 
     # asked for by name, it is an error, never a silent substitute
     with pytest.raises(CheckpointError, match=f"{bad.path}.*{reason}"):
@@ -81,12 +76,10 @@ def test_damaged_latest_is_reported_and_previous_good_is_used(
 
 
 @pytest.mark.parametrize("damage", DAMAGE, ids=str)
-def test_when_every_checkpoint_is_damaged_there_is_none(
-    tmp_path: Path, damage: str, state_for: State
-) -> None:
+def test_when_every_checkpoint_is_damaged_there_is_none(tmp_path: Path, damage: str) -> None:
     corrupt, _ = DAMAGE[damage]
     store = DirectoryCheckpointStore(tmp_path)
-    info = store.save(state_for(1), step=1, epoch=0)
+    info = store.save(make_state(1), step=1, epoch=0)
     corrupt(info.path)
     with pytest.warns(CheckpointWarning):
         assert store.latest() is None
@@ -94,12 +87,10 @@ def test_when_every_checkpoint_is_damaged_there_is_none(
         store.load()
 
 
-def test_several_damaged_checkpoints_fall_back_past_all(
-    tmp_path: Path, state_for: State, same: Same
-) -> None:
+def test_several_damaged_checkpoints_fall_back_past_all(tmp_path: Path) -> None:
     store = DirectoryCheckpointStore(tmp_path, keep_last=None)
     for step in (1, 2, 3, 4):
-        store.save(state_for(step), step=step, epoch=0)
+        store.save(make_state(step), step=step, epoch=0)
     truncate(tmp_path / "step-00000004.pt")
     empty(tmp_path / "step-00000003.pt")
     with pytest.warns(CheckpointWarning) as record:
@@ -111,20 +102,20 @@ def test_several_damaged_checkpoints_fall_back_past_all(
     assert "step-00000003.pt" in str(record[1].message)
 
 
-def test_list_reads_headers_and_leaves_out_damaged_ones(tmp_path: Path, state_for: State) -> None:
+def test_list_reads_headers_and_leaves_out_damaged_ones(tmp_path: Path) -> None:
     store = DirectoryCheckpointStore(tmp_path, keep_last=None)
     for step in (1, 2, 3):
-        store.save(state_for(step), step=step, epoch=0)
+        store.save(make_state(step), step=step, epoch=0)
     empty(tmp_path / "step-00000002.pt")
     flip_payload_byte(tmp_path / "step-00000003.pt")  # header intact: listed, fails to verify
     with pytest.warns(CheckpointWarning, match="step-00000002.pt is empty"):
         assert [info.step for info in store.list()] == [1, 3]
 
 
-def test_a_renamed_checkpoint_is_not_trusted(tmp_path: Path, state_for: State) -> None:
+def test_a_renamed_checkpoint_is_not_trusted(tmp_path: Path) -> None:
     store = DirectoryCheckpointStore(tmp_path, keep_last=None)
-    store.save(state_for(1), step=1, epoch=0)
-    info = store.save(state_for(2), step=2, epoch=0)
+    store.save(make_state(1), step=1, epoch=0)
+    info = store.save(make_state(2), step=2, epoch=0)
     info.path.rename(tmp_path / "step-00000009.pt")
     with pytest.warns(CheckpointWarning, match="is misnamed: its header says step 2"):
         latest = store.latest()

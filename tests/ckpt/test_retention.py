@@ -5,15 +5,14 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pytest
 
 from helios.ckpt import CheckpointWarning, DirectoryCheckpointStore
 
-State = Callable[..., dict[str, Any]]
+from .conftest import make_state
 
 
 def expected_kept(
@@ -36,7 +35,7 @@ def on_disk(directory: Path) -> set[int]:
 
 @pytest.mark.parametrize("mode", ["min", "max"])
 def test_fifty_saves_with_varying_metrics_keep_exactly_the_promised_set(
-    tmp_path: Path, mode: Literal["min", "max"], state_for: State
+    tmp_path: Path, mode: Literal["min", "max"]
 ) -> None:
     rng = random.Random(f"retention-{mode}")
     store = DirectoryCheckpointStore(
@@ -57,7 +56,7 @@ def test_fifty_saves_with_varying_metrics_keep_exactly_the_promised_set(
         metrics = {"train/loss": rng.random()}
         if value is not None:
             metrics["valid/loss"] = value
-        store.save(state_for(step, numel=4), step=step, epoch=index // 5, metrics=metrics)
+        store.save(make_state(step, numel=4), step=step, epoch=index // 5, metrics=metrics)
         saved[step] = value
         assert on_disk(tmp_path) == expected_kept(saved, 3, 2, mode), f"after step {step}"
 
@@ -70,48 +69,44 @@ def test_fifty_saves_with_varying_metrics_keep_exactly_the_promised_set(
     assert [info.step for info in store.list()] == sorted(expected_kept(saved, 3, 2, mode))
 
 
-def test_keep_last_only_and_keep_all(tmp_path: Path, state_for: State) -> None:
+def test_keep_last_only_and_keep_all(tmp_path: Path) -> None:
     last_two = DirectoryCheckpointStore(tmp_path / "two", keep_last=2)
     everything = DirectoryCheckpointStore(tmp_path / "all", keep_last=None)
     for step in range(1, 8):
-        last_two.save(state_for(step, numel=4), step=step, epoch=0, metrics={"loss": -step})
-        everything.save(state_for(step, numel=4), step=step, epoch=0)
+        last_two.save(make_state(step, numel=4), step=step, epoch=0, metrics={"loss": -step})
+        everything.save(make_state(step, numel=4), step=step, epoch=0)
     assert on_disk(tmp_path / "two") == {6, 7}
     assert on_disk(tmp_path / "all") == set(range(1, 8))
     assert last_two.best() is None  # no best_metric
 
 
-def test_the_new_checkpoint_is_kept_even_when_it_is_not_the_newest(
-    tmp_path: Path, state_for: State
-) -> None:
+def test_the_new_checkpoint_is_kept_even_when_it_is_not_the_newest(tmp_path: Path) -> None:
     # saving an older step (a rewind) must not delete the checkpoint just written
     store = DirectoryCheckpointStore(tmp_path, keep_last=1)
-    store.save(state_for(20, numel=4), step=20, epoch=0)
-    store.save(state_for(10, numel=4), step=10, epoch=0)
+    store.save(make_state(20, numel=4), step=20, epoch=0)
+    store.save(make_state(10, numel=4), step=10, epoch=0)
     assert on_disk(tmp_path) == {10, 20}
-    store.save(state_for(30, numel=4), step=30, epoch=0)
+    store.save(make_state(30, numel=4), step=30, epoch=0)
     assert on_disk(tmp_path) == {30}
 
 
-def test_damaged_files_are_neither_counted_nor_deleted(tmp_path: Path, state_for: State) -> None:
+def test_damaged_files_are_neither_counted_nor_deleted(tmp_path: Path) -> None:
     store = DirectoryCheckpointStore(tmp_path, keep_last=1)
-    store.save(state_for(1, numel=4), step=1, epoch=0)
+    store.save(make_state(1, numel=4), step=1, epoch=0)
     (tmp_path / "step-00000001.pt").write_bytes(b"")  # damaged: left for a human to look at
-    store.save(state_for(2, numel=4), step=2, epoch=0)
+    store.save(make_state(2, numel=4), step=2, epoch=0)
     assert on_disk(tmp_path) == {1, 2}
     with pytest.warns(CheckpointWarning, match="is empty"):
         assert [info.step for info in store.list()] == [2]
 
 
-def test_leftovers_of_killed_saves_are_removed_by_the_next_save(
-    tmp_path: Path, state_for: State
-) -> None:
+def test_leftovers_of_killed_saves_are_removed_by_the_next_save(tmp_path: Path) -> None:
     store = DirectoryCheckpointStore(tmp_path)
     leftover = tmp_path / ".step-00000007.pt.0123abcd.tmp"
     leftover.write_bytes(b"half a checkpoint")
     unrelated = tmp_path / "notes.txt"
     unrelated.write_text("mine")
     assert [info.step for info in store.list()] == []
-    store.save(state_for(8, numel=4), step=8, epoch=0)
+    store.save(make_state(8, numel=4), step=8, epoch=0)
     assert not leftover.exists()
     assert unrelated.exists()

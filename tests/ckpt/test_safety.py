@@ -11,7 +11,6 @@ import io
 import json
 import pickle
 import struct
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ import torch
 
 from helios.ckpt import FORMAT_VERSION, CheckpointError, CheckpointWarning, DirectoryCheckpointStore
 from helios.ckpt._format import write_checkpoint
+
+from .conftest import make_state
 
 
 class Payload:
@@ -48,12 +49,10 @@ def test_the_payload_is_armed(tmp_path: Path) -> None:
     assert marker.exists()
 
 
-def test_malicious_checkpoint_is_refused_and_its_code_never_runs(
-    tmp_path: Path, state_for: Callable[..., dict[str, Any]]
-) -> None:
+def test_malicious_checkpoint_is_refused_and_its_code_never_runs(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     store = DirectoryCheckpointStore(tmp_path / "ckpt", keep_last=None)
-    store.save(state_for(1), step=1, epoch=0)
+    store.save(make_state(1), step=1, epoch=0)
     evil = store.directory / "step-00000002.pt"
     forge(evil, {"model": {"weight": torch.ones(2), "hook": Payload(marker)}}, step=2)
 
@@ -110,12 +109,10 @@ def forge_raw(file: Any, payload: bytes, *, step: int) -> None:
     file.write(prelude + header + payload)
 
 
-def test_a_plain_malicious_file_without_header_is_never_unpickled(
-    tmp_path: Path, state_for: Callable[..., dict[str, Any]]
-) -> None:
+def test_a_plain_malicious_file_without_header_is_never_unpickled(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     store = DirectoryCheckpointStore(tmp_path / "ckpt", keep_last=None)
-    good = store.save(state_for(1), step=1, epoch=0)
+    good = store.save(make_state(1), step=1, epoch=0)
     dropped = store.directory / "step-00000005.pt"
     torch.save({"x": Payload(marker)}, dropped)
     with pytest.warns(CheckpointWarning, match="has no Helios header"):

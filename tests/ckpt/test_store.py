@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,7 @@ from helios.ckpt import (
 from helios.core import CheckpointStore, ConfigurationError
 from helios.core import __version__ as helios_version
 
-State = Callable[..., dict[str, Any]]
-Same = Callable[[Any, Any], None]
+from .conftest import assert_state_equal, make_state
 
 
 def test_it_is_a_checkpoint_store(tmp_path: Path) -> None:
@@ -39,11 +37,9 @@ def test_folder_is_created_and_empty_store_has_nothing(tmp_path: Path) -> None:
         store.load()
 
 
-def test_round_trip_is_exact_and_info_describes_the_file(
-    tmp_path: Path, state_for: State, same: Same
-) -> None:
+def test_round_trip_is_exact_and_info_describes_the_file(tmp_path: Path) -> None:
     store = DirectoryCheckpointStore(tmp_path)
-    state = state_for(7)
+    state = make_state(7)
     state["extras"] = {
         "ordered": OrderedDict(a=1),
         "tuple": (1, 2.5, "x"),
@@ -63,20 +59,20 @@ def test_round_trip_is_exact_and_info_describes_the_file(
     import hashlib
 
     assert hashlib.sha256(data[-info.size :]).hexdigest() == info.sha256
-    same(store.load(info), state)
-    same(store.load(), state)
-    same(store.load("step-00000040.pt"), state)
-    same(store.load(str(info.path)), state)
+    assert_state_equal(store.load(info), state)
+    assert_state_equal(store.load(), state)
+    assert_state_equal(store.load("step-00000040.pt"), state)
+    assert_state_equal(store.load(str(info.path)), state)
     assert store.latest() == info
     assert store.list() == [info]
 
 
-def test_header_records_versions_and_position(tmp_path: Path, state_for: State) -> None:
+def test_header_records_versions_and_position(tmp_path: Path) -> None:
     import json
     import struct
 
     store = DirectoryCheckpointStore(tmp_path)
-    info = store.save(state_for(1), step=1, epoch=0, metrics={"loss": 2.0})
+    info = store.save(make_state(1), step=1, epoch=0, metrics={"loss": 2.0})
     data = info.path.read_bytes()
     magic, version, header_size = struct.unpack_from("<10sHI", data)
     assert magic == b"HELIOSCKPT"
@@ -90,36 +86,34 @@ def test_header_records_versions_and_position(tmp_path: Path, state_for: State) 
     assert len(data) == 88 + header_size + info.size
 
 
-def test_list_is_oldest_first_and_latest_is_highest_step(
-    tmp_path: Path, state_for: State, same: Same
-) -> None:
+def test_list_is_oldest_first_and_latest_is_highest_step(tmp_path: Path) -> None:
     store = DirectoryCheckpointStore(tmp_path, keep_last=None)
     for step in (30, 10, 20):
-        store.save(state_for(step), step=step, epoch=0)
+        store.save(make_state(step), step=step, epoch=0)
     assert [info.step for info in store.list()] == [10, 20, 30]
     latest = store.latest()
     assert latest is not None
     assert latest.step == 30
-    same(store.load(), state_for(30))
+    assert_state_equal(store.load(), make_state(30))
 
 
-def test_saving_a_step_again_replaces_it(tmp_path: Path, state_for: State, same: Same) -> None:
+def test_saving_a_step_again_replaces_it(tmp_path: Path) -> None:
     store = DirectoryCheckpointStore(tmp_path)
-    first = store.save(state_for(1), step=5, epoch=0)
-    second = store.save(state_for(2), step=5, epoch=1, metrics={"loss": 1.0})
+    first = store.save(make_state(1), step=5, epoch=0)
+    second = store.save(make_state(2), step=5, epoch=1, metrics={"loss": 1.0})
     assert first.path == second.path
     assert first.sha256 != second.sha256
     assert [info.step for info in store.list()] == [5]
-    same(store.load(), state_for(2))
+    assert_state_equal(store.load(), make_state(2))
     assert sorted(os.listdir(tmp_path)) == ["step-00000005.pt"]  # no temporary files left
     # the info of the replaced checkpoint no longer describes the file
     with pytest.raises(CheckpointError, match="replaced since it was listed"):
         store.load(first)
 
 
-def test_map_location_moves_tensors(tmp_path: Path, state_for: State, same: Same) -> None:
+def test_map_location_moves_tensors(tmp_path: Path) -> None:
     store = DirectoryCheckpointStore(tmp_path)
-    store.save(state_for(3), step=3, epoch=0)
+    store.save(make_state(3), step=3, epoch=0)
     on_meta = store.load(map_location="meta")
     assert on_meta["model"]["weight"].device.type == "meta"
     assert on_meta["model"]["weight"].shape == (64,)
@@ -131,10 +125,10 @@ def test_map_location_moves_tensors(tmp_path: Path, state_for: State, same: Same
         seen.append(location)
         return storage
 
-    same(store.load(map_location=to_cpu), state_for(3))
+    assert_state_equal(store.load(map_location=to_cpu), make_state(3))
     assert seen
     assert set(seen) == {"cpu"}
-    same(store.load(map_location={"cuda:0": "cpu"}), state_for(3))
+    assert_state_equal(store.load(map_location={"cuda:0": "cpu"}), make_state(3))
 
 
 def test_state_that_would_not_load_back_is_refused_at_save(tmp_path: Path) -> None:
@@ -171,14 +165,14 @@ def test_bad_arguments_are_configuration_errors(
         DirectoryCheckpointStore(tmp_path, **kwargs)
 
 
-def test_bad_save_arguments_are_configuration_errors(tmp_path: Path, state_for: State) -> None:
+def test_bad_save_arguments_are_configuration_errors(tmp_path: Path) -> None:
     store = DirectoryCheckpointStore(tmp_path)
     with pytest.raises(ConfigurationError, match="step must be an int >= 0, got -1"):
-        store.save(state_for(1), step=-1, epoch=0)
+        store.save(make_state(1), step=-1, epoch=0)
     with pytest.raises(ConfigurationError, match="epoch must be an int >= 0, got True"):
-        store.save(state_for(1), step=1, epoch=True)
+        store.save(make_state(1), step=1, epoch=True)
     with pytest.raises(ConfigurationError, match=r"metrics\['loss'\] must be a number"):
-        store.save(state_for(1), step=1, epoch=0, metrics={"loss": "low"})  # type: ignore[dict-item]
+        store.save(make_state(1), step=1, epoch=0, metrics={"loss": "low"})  # type: ignore[dict-item]
     with pytest.raises(ConfigurationError, match="ref must be a CheckpointInfo"):
         store.load(42)  # type: ignore[arg-type]
 
@@ -198,19 +192,19 @@ def test_missing_checkpoint_is_named(tmp_path: Path) -> None:
         store.verify(CheckpointInfo(path=missing, step=9, epoch=0))
 
 
-def test_closed_store_refuses_to_save(tmp_path: Path, state_for: State) -> None:
+def test_closed_store_refuses_to_save(tmp_path: Path) -> None:
     with DirectoryCheckpointStore(tmp_path) as store:
-        store.save(state_for(1), step=1, epoch=0)
+        store.save(make_state(1), step=1, epoch=0)
     store.close()  # twice is harmless
     with pytest.raises(CheckpointError, match="is closed"):
-        store.save(state_for(2), step=2, epoch=0)
+        store.save(make_state(2), step=2, epoch=0)
     assert store.latest() is not None  # reading still works
 
 
-def test_file_mode_follows_the_umask(tmp_path: Path, state_for: State) -> None:
+def test_file_mode_follows_the_umask(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
-        info = DirectoryCheckpointStore(tmp_path).save(state_for(1), step=1, epoch=0)
+        info = DirectoryCheckpointStore(tmp_path).save(make_state(1), step=1, epoch=0)
     finally:
         os.umask(old)
     assert info.path.stat().st_mode & 0o777 == 0o644
