@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from helios.core import ConfigurationError
 from helios.data._params import DataLoaderParams
-from helios.data._sampler import CHUNK, ResumableSampler
+from helios.data._sampler import ResumableSampler, chunks
 from helios.data._seeding import SampleKey, SeededDataset
 
 __all__ = ["ResumableDataLoader", "build_torch_loader"]
@@ -52,8 +52,8 @@ class KeyedSampler(Sampler[SampleKey]):
         """The keys of this rank's samples from ``start`` on, computed a chunk at a time."""
         sampler, start, epoch = self.sampler, self.start, self.epoch
         count = sampler.rank_count(start)
-        for first in range(0, count, CHUNK):
-            positions = sampler.rank_positions(start, first, min(first + CHUNK, count))
+        for first, stop in chunks(count):
+            positions = sampler.rank_positions(start, first, stop)
             indices = sampler.epoch_indices(epoch, positions).tolist()
             seeds = sampler.sample_seeds(epoch, positions).tolist()
             yield from zip(indices, seeds, strict=True)

@@ -35,9 +35,11 @@ from helios.data._permutation import FeistelPermutation, derive_key, mix64
 
 __all__ = ["ResumableSampler"]
 
-# Indices are computed this many at a time: large enough for NumPy to run at full speed, small
-# enough to stay in cache and to bound memory whatever the dataset size.
+# Indices are computed at most this many at a time: large enough for NumPy to run at full speed,
+# small enough to stay in cache and to bound memory whatever the dataset size. The first chunk of
+# an iteration is small, so the first batch does not wait for 65,536 indices.
 CHUNK: Final = 1 << 16
+_FIRST_CHUNK: Final = 1 << 10
 _STATE_VERSION: Final = 1
 _MAX_SEED: Final = 2**64 - 1
 _ORDER_STREAM: Final = 1
@@ -53,6 +55,15 @@ class _LiveChunk:
     first: int
     size: int
     items: Iterator[int]
+
+
+def chunks(count: int) -> Iterator[tuple[int, int]]:
+    """Split ``range(count)`` into ``(first, stop)`` pieces growing from 1,024 to ``CHUNK``."""
+    first, size = 0, _FIRST_CHUNK
+    while first < count:
+        stop = min(first + size, count)
+        yield first, stop
+        first, size = stop, min(size * 4, CHUNK)
 
 
 def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
@@ -277,10 +288,9 @@ class ResumableSampler(Sampler[int]):
         return self._counted(self._generation, start, count)
 
     def _counted(self, generation: int, start: int, count: int) -> Iterator[int]:
-        for first in range(0, count, CHUNK):
+        for first, stop in chunks(count):
             if generation != self._generation:
                 return
-            stop = min(first + CHUNK, count)
             chunk = self.epoch_indices(self._epoch, self.rank_positions(start, first, stop))
             items = iter(chunk.tolist())
             # A list iterator knows how far it got (its length hint): the position is read from
