@@ -34,7 +34,8 @@ class ExportTarget:
     Attributes:
         network: the network to export.
         example_inputs: positional inputs for one forward pass.
-        input_names: names of the graph inputs (default: ``input_0``, ``input_1``, ...).
+        input_names: names of the graph inputs (default: the names of ``forward``'s
+            parameters).
         output_names: names of the graph outputs.
         dynamic_batch: whether dimension 0 of every input is a free batch size.
     """
