@@ -250,3 +250,28 @@ def test_add_valid_twice_and_bad_params_are_refused() -> None:
 
     with pytest.raises(ConfigurationError, match="DataLoaderParams"):
         Loose().setup()
+
+
+def test_a_state_loaded_before_setup_is_checked_when_the_loader_is_built() -> None:
+    state = ready(Numbers(train=50)).state_dict()
+    early = Numbers(train=49)
+    early.load_state_dict(state)  # the trainer may restore before setup
+    early.setup()
+    with pytest.raises(ResumeError, match="50 samples"):
+        early.train_dataloader()
+    fine = Numbers(train=50)
+    fine.load_state_dict(state | {"consumed": 12})
+    fine.setup()
+    assert len(fine.train_dataloader()) == 10
+
+
+def test_forgetting_super_init_is_a_clear_error() -> None:
+    class Forgetful(DataModule):
+        def __init__(self) -> None:
+            pass
+
+        def setup(self) -> None:
+            self.add_train(numbers(3))
+
+    with pytest.raises(ConfigurationError, match=r"super\(\).__init__\(\)"):
+        Forgetful().setup()

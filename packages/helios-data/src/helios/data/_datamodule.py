@@ -112,6 +112,7 @@ class DataModule(abc.ABC):
         self._train_loader: ResumableDataLoader[Any] | None = None
         self._valid_loader: DataLoader[Any] | None = None
         self._test_loader: DataLoader[Any] | None = None
+        self._restored_dataset_size: int | None = None
         self._setup_depth = 0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -124,6 +125,10 @@ class DataModule(abc.ABC):
 
         @functools.wraps(user_setup)
         def clearing_setup(self: DataModule) -> None:
+            if "_setup_depth" not in vars(self):
+                raise ConfigurationError(
+                    f"{type(self).__name__}.__init__ must call super().__init__() before setup()"
+                )
             if self._setup_depth == 0:  # a subclass calling super().setup() must not clear
                 self._clear_datasets()
             self._setup_depth += 1
@@ -288,6 +293,7 @@ class DataModule(abc.ABC):
         if phase != self._phase:
             self._phase, self._phase_start_epoch, self._consumed = phase, self._epoch, 0
             self._train_loader = None
+            self._restored_dataset_size = None
 
     def train_dataloader(self) -> ResumableDataLoader[Any] | None:
         """The current phase's training batches of this epoch, from the saved position on.
@@ -303,16 +309,25 @@ class DataModule(abc.ABC):
             return None
         self._advance_phase()
         if self._train_loader is None:
+            if self._phase >= len(self._phases):
+                raise ResumeError(
+                    f"the restored phase {self._phase} does not exist: setup added "
+                    f"{len(self._phases)} training phase(s)"
+                )
             phase = self._phases[self._phase]
             sampler = self._make_sampler(
                 phase.dataset, phase.params, drop_last=phase.params.drop_last, padding=True
             )
-            if self._consumed > sampler.dataset_size:
+            saved_size = self._restored_dataset_size
+            if saved_size not in (None, -1, sampler.dataset_size) or (
+                self._consumed > sampler.dataset_size
+            ):
                 raise ResumeError(
-                    f"the saved training position ({self._consumed} samples into epoch "
-                    f"{self._epoch}) is past the end of phase {self._phase}'s dataset of "
-                    f"{sampler.dataset_size} samples: was the dataset changed?"
+                    f"the training state was saved for a dataset of {saved_size} samples "
+                    f"({self._consumed} consumed in epoch {self._epoch}); phase {self._phase}'s "
+                    f"dataset holds {sampler.dataset_size}: the order would differ"
                 )
+            self._restored_dataset_size = None
             sampler.set_position(self._epoch, self._consumed)
             self._train_loader = ResumableDataLoader.from_params(
                 phase.dataset, sampler, phase.params
@@ -384,6 +399,7 @@ class DataModule(abc.ABC):
             self._phase_start_epoch += epochs
             self._phase += 1
             self._train_loader = None
+            self._restored_dataset_size = None
 
     # --- state --------------------------------------------------------------------------------
 
@@ -451,6 +467,10 @@ class DataModule(abc.ABC):
                 )
         if phase != self._phase:
             self._train_loader = None
+        # Checked above when setup already ran; otherwise when the training loader is built.
+        saved_size = state_dict.get("dataset_size", -1)
+        deferred = not self._phases and isinstance(saved_size, int)
+        self._restored_dataset_size = saved_size if deferred else None
         self._epoch, self._consumed = epoch, consumed
         self._phase, self._phase_start_epoch = phase, phase_start
         if self._train_loader is not None:

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 __all__ = ["SeededDataset", "preserved_global_rng", "seed_sample"]
 
@@ -74,8 +74,10 @@ class SeededDataset(Dataset[T_co], Generic[T_co]):
 
     def __getitems__(self, keys: list[SampleKey]) -> list[T_co]:
         """Fetch a batch of samples, each with its own seed; the RNG states are kept."""
-        samples = []
-        with preserved_global_rng():
+        # A worker's own RNG state matters to no one; the main process's must be kept.
+        in_worker = get_worker_info() is not None
+        with contextlib.nullcontext() if in_worker else preserved_global_rng():
+            samples = []
             for index, seed in keys:
                 seed_sample(seed)
                 samples.append(self.dataset[index])
