@@ -47,6 +47,7 @@ from helios.trainer._signals import RESUMABLE_EXIT_CODE, ForwardSignals, StopSig
 __all__ = ["FitResult", "Trainer"]
 
 _FORMAT = "helios-trainer/1"
+_NO_CONTEXT = contextlib.nullcontext()
 _PRECISIONS = ("32", "bf16", "16-mixed")
 Devices = Literal["auto", "cpu"] | int | Sequence[int]
 
@@ -103,14 +104,14 @@ class _Means:
         self.count = 0
 
     def add(self, metrics: Mapping[str, torch.Tensor | float]) -> None:
+        sums = self.sums
         for name, raw in metrics.items():
-            value = raw.detach().float() if isinstance(raw, torch.Tensor) else raw
-            if name in self.sums:
-                self.sums[name] = self.sums[name] + value
+            value = raw.detach() if isinstance(raw, torch.Tensor) else raw
+            total = sums.get(name)
+            if total is None:
+                sums[name] = torch.as_tensor(value, device=self.device).to(torch.float32, copy=True)
             else:
-                self.sums[name] = torch.as_tensor(
-                    value, dtype=torch.float32, device=self.device
-                ).clone()
+                total.add_(value)
         self.count += 1
 
     def means(self) -> dict[str, torch.Tensor]:
@@ -601,6 +602,7 @@ class _FitRun:
         self.last_checkpoint: Path | None = None
         self.last_valid_step: int | None = None
         self.finished = False
+        self.stopped_by_model = False
         self.interrupted = False
         self.resumed_from: Path | None = None
         self.start_step = 0
@@ -688,13 +690,14 @@ class _FitRun:
         """The checkpoint store; every rank reads it, only global rank 0 writes."""
         return self.trainer._store(self.model)
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The precision context of forward passes (a shared no-op one for ``"32"``)."""
         precision = self.trainer.precision
         if precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         if precision == "16-mixed":
             return torch.autocast(self.device.type, dtype=torch.float16)
-        return contextlib.nullcontext()
+        return _NO_CONTEXT
 
     def _wrap_networks(self) -> None:
         """Wrap every network with trainable parameters for DDP (a no-op in one process)."""
@@ -786,7 +789,7 @@ class _FitRun:
         if own is not None and getattr(self, "own_scaler", None) is not None:
             self.own_scaler.load_state_dict(own)
         self.train_means.load_state_dict(checkpoint["train_means"])
-        self.finished = bool(saved["finished"])
+        self.stopped_by_model = bool(saved["stopped_by_model"])
         self.metric_logger.resume(self.state.step)
         self.last_checkpoint_step = self.state.step
         self.last_checkpoint = path
@@ -821,7 +824,9 @@ class _FitRun:
         if trainer.unit == "epoch" and state.epoch >= trainer.total:
             return True
         patience = trainer.early_stop_patience
-        return self.finished or (patience is not None and state.early_stop_count >= patience)
+        if self.stopped_by_model:
+            return True
+        return patience is not None and state.early_stop_count >= patience
 
     def _train(self) -> None:
         model = self.model
@@ -833,6 +838,13 @@ class _FitRun:
                 f"{type(model).__name__} has no optimizer attribute for automatic optimisation"
             )
         self.parameters = [p for net in self.networks for p in net.parameters()]
+        self.schedulers = [  # ReduceLROnPlateau is stepped with the metric after validation
+            scheduler
+            for scheduler in model.schedulers().values()
+            if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        ]
+        # Loaders give CPU tensors: moving them is only needed for another device.
+        self.move_batches = self.device.type != "cpu"
         model.train()
         model.on_training_start()
         bar = self._progress_bar()
@@ -909,22 +921,17 @@ class _FitRun:
 
     def _train_batch(self, batch: Any, *, window: int, last_in_window: bool) -> None:
         model, state = self.model, self.state
-        batch = _to_device(batch, self.device)
+        if self.move_batches:
+            batch = _to_device(batch, self.device)
         model.on_training_batch_start(state)
-        with contextlib.ExitStack() as stack:
-            if self.automatic and not last_in_window:
+        # The hot path: no per-step allocation of contexts that do nothing.
+        if self.automatic and not last_in_window:
+            with contextlib.ExitStack() as stack:
                 for network in self.networks:
                     stack.enter_context(self.context.no_sync(network))
-            with self._autocast():
-                output = model.train_step(batch, state)
-            loss, metrics = _split_output(output, automatic=self.automatic)
-            if self.automatic:
-                assert loss is not None
-                assert self.scaler is not None
-                if window > 1:
-                    loss = loss / window
-                scaled = cast("torch.Tensor", self.scaler.scale(loss))
-                scaled.backward()
+                metrics = self._forward_backward(batch, window)
+        else:
+            metrics = self._forward_backward(batch, window)
         self.train_means.add(metrics)
         state.batch_in_epoch += 1
         state.batches += 1
@@ -933,6 +940,20 @@ class _FitRun:
         elif last_in_window:
             self._optimizer_step()
         model.on_training_batch_end(state)
+
+    def _forward_backward(self, batch: Any, window: int) -> dict[str, Any]:
+        """``train_step`` under autocast, then backward of the (scaled) loss of the window."""
+        with self.autocast():
+            output = self.model.train_step(batch, self.state)
+        loss, metrics = _split_output(output, automatic=self.automatic)
+        if self.automatic:
+            assert loss is not None
+            if window > 1:
+                loss = loss / window
+            if self.scaler is not None and self.scaler.is_enabled():
+                loss = cast("torch.Tensor", self.scaler.scale(loss))
+            loss.backward()
+        return metrics
 
     def _optimizer_step(self) -> None:
         scaler, optimizers = self.scaler, self.optimizers
@@ -955,9 +976,7 @@ class _FitRun:
         self.state.step += 1
 
     def _step_schedulers(self) -> None:
-        for scheduler in self.model.schedulers().values():
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                continue  # stepped with the monitored metric after validation
+        for scheduler in self.schedulers:
             scheduler.step()
 
     def _after_step(self) -> bool:
@@ -981,7 +1000,7 @@ class _FitRun:
             stop_by_model = self.context.agree(stop_by_model, "any")
         if stop_by_model:
             self.logger.info("should_training_stop() asked to end training at step %d", state.step)
-            self.finished = True
+            self.stopped_by_model = True
             return True
         if stop:
             name = self.signals.requested.name if self.signals.requested else "a stop signal"
@@ -1038,7 +1057,7 @@ class _FitRun:
         with torch.no_grad():
             for step, batch in enumerate(loader):
                 model.on_validation_batch_start(step)
-                with self._autocast():
+                with self.autocast():
                     output = model.valid_step(_to_device(batch, self.device), step)
                 if output is not None:
                     means.add(output)
@@ -1090,6 +1109,7 @@ class _FitRun:
                     "accumulate": self.trainer.accumulate,
                     "world_size": context.world_size,
                     "finished": self.finished,
+                    "stopped_by_model": self.stopped_by_model,
                     "last_valid_step": self.last_valid_step,
                 },
             }
