@@ -275,3 +275,16 @@ def test_forgetting_super_init_is_a_clear_error() -> None:
 
     with pytest.raises(ConfigurationError, match=r"super\(\).__init__\(\)"):
         Forgetful().setup()
+
+
+def test_replace_train_params_changes_workers_not_the_batches() -> None:
+    plain = ready(Numbers())
+    changed = ready(Numbers())
+    changed.replace_train_params(num_workers=2)
+    loader = changed.train_dataloader()
+    assert loader is not None and loader.num_workers == 2
+    assert labels(loader) == labels(plain.train_dataloader())
+    with pytest.raises(ConfigurationError, match=r"unknown DataLoaderParams fields \['workers'\]"):
+        changed.replace_train_params(workers=2)
+    with pytest.raises(ConfigurationError, match="num_workers"):
+        changed.replace_train_params(num_workers=-1)

@@ -278,6 +278,34 @@ class DataModule(abc.ABC):
         self._push_position()
         self._advance_phase()
 
+    def replace_train_params(self, **changes: Any) -> None:
+        """Change loader settings of every training phase after :meth:`setup`.
+
+        For tools that run a user's data module with other settings (``helios verify-resume
+        --workers K`` sets ``num_workers``). The sample order and per-sample seeds do not depend
+        on loader settings other than ``batch_size``, ``drop_last``, ``shuffle`` and ``seed``.
+
+        Args:
+            changes: ``DataLoaderParams`` fields and their new values.
+
+        Raises:
+            ConfigurationError: no training data was added, or a field or value is invalid.
+        """
+        if not self._phases:
+            raise ConfigurationError("replace_train_params needs training data: call setup() first")
+        fields = {field.name for field in dataclasses.fields(DataLoaderParams)}
+        unknown = sorted(changes.keys() - fields)
+        if unknown:
+            raise ConfigurationError(
+                f"replace_train_params got unknown DataLoaderParams fields {unknown}"
+            )
+        self._phases = [
+            dataclasses.replace(phase, params=dataclasses.replace(phase.params, **changes))
+            for phase in self._phases
+        ]
+        self._pull_position()
+        self._train_loader = None
+
     def set_phase(self, phase: int) -> None:
         """Switch the training data to curriculum ``phase`` from the start of the current epoch.
 

@@ -169,6 +169,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``helios`` command; returns the exit status."""
     args = _parser().parse_args(argv)
+    from helios.ckpt import CheckpointWarning
+
+    # A damaged checkpoint is reported by the command itself (a status or the error line).
+    warnings.filterwarnings("ignore", category=CheckpointWarning)
     try:
         if args.command == "checkpoints":
             return checkpoints(args.run_dir)

@@ -951,8 +951,8 @@ class _FitRun:
             if window > 1:
                 loss = loss / window
             if self.scaler is not None and self.scaler.is_enabled():
-                loss = cast("torch.Tensor", self.scaler.scale(loss))
-            loss.backward()
+                loss = self.scaler.scale(loss)
+            torch.autograd.backward(loss)
         return metrics
 
     def _optimizer_step(self) -> None:

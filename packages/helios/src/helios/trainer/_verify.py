@@ -161,7 +161,7 @@ def _epoch_length(data_spec: str, workers: int | None, seed: int) -> int:
 
 def _override_workers(data: Any, workers: int | None) -> None:
     if workers is not None:
-        data.override_train_params(num_workers=workers, persistent_workers=False)
+        data.replace_train_params(num_workers=workers, persistent_workers=False)
 
 
 def verify(model: str, data: str, *, steps: int, workers: int | None = None, seed: int = 0) -> int:
