@@ -847,13 +847,15 @@ class _FitRun:
         self.move_batches = self.device.type != "cpu"
         model.train()
         model.on_training_start()
-        bar = self._progress_bar()
+        self.bar: _wiring.ProgressBar | None = None
+        if self.trainer.unit == "iteration":
+            self.bar = self._progress_bar(self.trainer.total, self.state.step, "train")
         try:
             while not self._complete() and not self.interrupted:
-                self._train_epoch(bar)
+                self._train_epoch()
         finally:
-            if bar is not None:
-                bar.close()
+            if self.bar is not None:
+                self.bar.close()
         if not self.interrupted:
             self.finished = True
             model.on_training_end()
@@ -872,23 +874,15 @@ class _FitRun:
             self.last_checkpoint,
         )
 
-    def _progress_bar(self) -> _wiring.ProgressBar | None:
-        trainer = self.trainer
-        if not self.context.is_main_process or trainer.progress is False:
+    def _progress_bar(self, total: int, initial: int, desc: str) -> _wiring.ProgressBar | None:
+        """A bar on global rank 0 (over steps, or over the batches of one epoch)."""
+        if not self.context.is_main_process or self.trainer.progress is False:
             return None
-        if trainer.unit == "iteration":
-            total, initial = trainer.total, self.state.step
-        else:
-            total, initial = trainer.total, self.state.epoch
         return _wiring.ProgressBar(
-            total,
-            initial=initial,
-            desc="train",
-            unit="step" if trainer.unit == "iteration" else "epoch",
-            enabled=trainer.progress,
+            total, initial=initial, desc=desc, unit="step", enabled=self.trainer.progress
         )
 
-    def _train_epoch(self, bar: _wiring.ProgressBar | None) -> None:
+    def _train_epoch(self) -> None:
         model, state, trainer = self.model, self.state, self.trainer
         self.data.set_epoch(state.epoch)
         loader = self.data.train_dataloader()
@@ -898,6 +892,9 @@ class _FitRun:
         if epoch_length == 0:
             raise ConfigurationError(f"{type(self.data).__name__} yields no training batches")
         model.on_training_epoch_start(state.epoch)
+        if trainer.unit == "epoch":
+            description = f"epoch {state.epoch + 1}/{trainer.total}"
+            self.bar = self._progress_bar(epoch_length, state.batch_in_epoch, description)
         window_start = state.batch_in_epoch
         for batch in loader:
             window = min(trainer.accumulate, epoch_length - window_start)
@@ -905,9 +902,12 @@ class _FitRun:
             self._train_batch(batch, window=window, last_in_window=last_in_window)
             if not last_in_window:
                 continue
+            if self.bar is not None:
+                # steps for the run's bar, batches for an epoch's bar
+                self.bar.update(
+                    1 if trainer.unit == "iteration" else state.batch_in_epoch - window_start
+                )
             window_start = state.batch_in_epoch
-            if trainer.unit == "iteration" and bar is not None:
-                bar.update(1)
             if self._after_step():
                 return
         if state.batch_in_epoch != epoch_length:
@@ -915,9 +915,10 @@ class _FitRun:
                 f"the training loader ended after {state.batch_in_epoch} of {epoch_length} "
                 "batches of the epoch"
             )
+        if trainer.unit == "epoch" and self.bar is not None:
+            self.bar.close()
+            self.bar = None
         self._end_epoch()
-        if trainer.unit == "epoch" and bar is not None:
-            bar.update(1)
 
     def _train_batch(self, batch: Any, *, window: int, last_in_window: bool) -> None:
         model, state = self.model, self.state
@@ -1043,6 +1044,8 @@ class _FitRun:
         self.train_means.reset()
         reduced = self.context.all_reduce_mean(metrics)
         self.metric_logger.log_scalars(reduced, self.state.step)
+        if self.bar is not None and "train/loss" in reduced:
+            self.bar.set_postfix({"loss": f"{reduced['train/loss']:.4g}"})
 
     def _validate(self) -> None:
         loader = self.data.valid_dataloader()
