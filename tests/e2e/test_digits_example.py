@@ -1,5 +1,7 @@
-"""The README's main command: docs/examples/digits.py trains, tests and exports; run again, it
-does not start over."""
+"""The README's main command: the digits example trains, tests and exports.
+
+Run again, it does not start over.
+"""
 
 from __future__ import annotations
 
