@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from linear_job import Linear, Points
 from resume_checks import metric_series
-from test_optimisation import Linear, Points
 
 from helios.core import ConfigurationError, MetricLogger
 from helios.trainer import Trainer
