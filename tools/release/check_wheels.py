@@ -4,8 +4,9 @@ This proves "install only what you need": each distribution gets only its declar
 dependencies (its Helios siblings from the same build, the rest from the package index),
 and its import package imports. Distributions that must stay light (everything but
 helios-log, helios-export and the meta-package) are also checked to pull in none of
-tensorboard, onnx or tqdm. A script ``tools/release/smoke/<distribution>.py``, where one
-exists, then runs inside that environment (e.g. the resumable sampler driving a raw loop).
+tensorboard, onnx or tqdm. A script ``tools/release/smoke/<import-name>.py`` (``helios-data.py``
+for ``helios.data``), where one exists, then runs inside that environment (e.g. the resumable
+sampler driving a raw loop).
 
 Run (after ``uv build --all-packages --out-dir dist``):
     uv run python tools/release/check_wheels.py dist
@@ -87,7 +88,7 @@ def check(distribution: str, wheels: dict[str, Path], workdir: Path) -> None:
         f"assert {distribution in MAY_BE_HEAVY!r} or not loaded, f'imported: {{loaded}}'\n"
     )
     subprocess.run([str(python), "-c", probe], check=True, cwd=workdir)
-    smoke = SMOKE / f"{distribution}.py"
+    smoke = SMOKE / f"{module.replace('.', '-')}.py"
     if smoke.exists():
         subprocess.run([str(python), str(smoke)], check=True, cwd=workdir)
     extra = f" + {smoke.name}" if smoke.exists() else ""
