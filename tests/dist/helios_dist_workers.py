@@ -99,6 +99,7 @@ def collectives_and_ddp(folder: str) -> None:
         wrapped = ctx.wrap(make_network())
         results["wrapped_type"] = type(wrapped).__name__
         results["device_ids"] = getattr(wrapped, "device_ids", "n/a")
+        results["frozen_type"] = type(ctx.wrap(nn.Linear(2, 2).requires_grad_(False))).__name__
         half = GLOBAL_BATCH // ctx.world_size
         train(wrapped, slice(rank * half, (rank + 1) * half))
         results["state_dict"] = ctx.unwrap(wrapped).state_dict()

@@ -8,7 +8,9 @@ several processes are in test_spawn.py and test_torchrun.py.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -130,6 +132,20 @@ def test_group_is_destroyed_when_the_block_raises(torchrun_of_one: None) -> None
     with pytest.raises(RuntimeError, match="user error"):
         fail_inside_the_block()
     assert not dist.is_initialized()
+
+
+def test_sigterm_leaves_the_block_and_destroys_the_group(torchrun_of_one: None) -> None:
+    def terminated_inside_the_block() -> None:
+        with TorchDistributed.from_environment(device="cpu"):
+            assert dist.is_initialized()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # the handler interrupts this
+
+    with pytest.raises(SystemExit) as caught:
+        terminated_inside_the_block()
+    assert caught.value.code == 128 + signal.SIGTERM
+    assert not dist.is_initialized()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_slurm_job_of_one_starts_through_tcp(no_launcher: pytest.MonkeyPatch) -> None:

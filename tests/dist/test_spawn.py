@@ -115,6 +115,7 @@ def test_ddp_on_two_ranks_matches_one_process_on_the_global_batch(
     for seen in two_ranks:
         assert seen["wrapped_type"] == "DistributedDataParallel"
         assert seen["device_ids"] is None
+        assert seen["frozen_type"] == "Linear"  # nothing to synchronise: not wrapped
         state = seen["state_dict"]
         assert list(state) == list(expected)  # no "module." prefix
         for name, value in expected.items():
@@ -140,13 +141,17 @@ def test_no_sync_keeps_gradients_local(two_ranks: list[dict[str, Any]]) -> None:
 
 def test_a_failing_rank_is_reported_and_no_process_is_left(tmp_path: Path) -> None:
     with pytest.raises(SpawnError) as caught:
-        spawn(workers.rank_one_fails, 2, args=(str(tmp_path),), grace_period=2.0, timeout=240)
+        # The grace period only runs while rank 0 is still alive: it ends it early by itself.
+        spawn(workers.rank_one_fails, 2, args=(str(tmp_path),), grace_period=30.0, timeout=240)
     error = caught.value
     assert error.rank == 1 and error.exit_code == 1
     assert error.traceback is not None
     assert "ValueError: rank one fails on purpose" in error.traceback
     assert "in rank_one_fails" in error.traceback
-    assert str(error).startswith("rank 1 of 2 failed")
+    assert str(error).startswith("rank 1 of 2 failed (ranks [0] failed after it)")
+    # Rank 0 was not left hanging: its barrier failed with an error naming it.
+    assert list(error.later_failures) == [0]
+    assert "CollectiveError: barrier failed on rank 0 of 2" in error.later_failures[0]
     started = pids(tmp_path)
     assert len(started) == 2
     assert not any(psutil.pid_exists(pid) for pid in started)

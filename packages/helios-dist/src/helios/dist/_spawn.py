@@ -54,6 +54,8 @@ class SpawnError(HeliosError):
         traceback: that rank's traceback text, ``None`` if it died without raising (a signal,
             ``os._exit``).
         exit_code: its exit code (negative: killed by that signal), ``None`` on a timeout.
+        later_failures: the tracebacks of the ranks that raised after it (typically
+            :class:`~helios.dist.CollectiveError` in ranks that were waiting for it), by rank.
     """
 
     def __init__(
@@ -63,22 +65,33 @@ class SpawnError(HeliosError):
         rank: int | None = None,
         traceback: str | None = None,
         exit_code: int | None = None,
+        later_failures: dict[int, str] | None = None,
     ) -> None:
         """Record which rank failed, how, and its traceback."""
         super().__init__(message)
         self.rank = rank
         self.traceback = traceback
         self.exit_code = exit_code
+        self.later_failures = dict(later_failures or {})
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle with the keyword attributes (exceptions pickle only ``args`` by default)."""
-        return (_rebuild_spawn_error, (str(self), self.rank, self.traceback, self.exit_code))
+        return (
+            _rebuild_spawn_error,
+            (str(self), self.rank, self.traceback, self.exit_code, self.later_failures),
+        )
 
 
 def _rebuild_spawn_error(
-    message: str, rank: int | None, trace: str | None, exit_code: int | None
+    message: str,
+    rank: int | None,
+    trace: str | None,
+    exit_code: int | None,
+    later_failures: dict[int, str],
 ) -> SpawnError:
-    return SpawnError(message, rank=rank, traceback=trace, exit_code=exit_code)
+    return SpawnError(
+        message, rank=rank, traceback=trace, exit_code=exit_code, later_failures=later_failures
+    )
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -287,6 +300,7 @@ def spawn(
                 rank=rank,
                 traceback=text,
                 exit_code=code,
+                later_failures={other: str(raised[other]["traceback"]) for other in others},
             )
         rank, code = first_exit
         raise SpawnError(
