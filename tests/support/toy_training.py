@@ -7,7 +7,8 @@ given as JSON, so a test can stop a run in one process and resume it in a fresh 
     python tests/support/toy_training.py '{"run_dir": "...", "unit": "iteration", ...}'
 
 Settings besides the Trainer's: ``workers`` (loader workers), ``fail_at`` (raise in a callback
-after that optimizer step), ``sigterm_at`` (send SIGTERM to this process after that step),
+after that optimizer step, or in ``train_step`` of the batch after it with ``fail_in:
+"train_step"``), ``sigterm_at`` (send SIGTERM to this process after that step),
 ``fail_rank`` (the rank that fails; default every rank), ``signal_parent`` (send the signal to
 the parent process, the one that spawned the ranks).
 """
@@ -77,9 +78,11 @@ class ToyModel(Model):
         sigterm_at: int | None = None,
         fail_rank: int | None = None,
         signal_parent: bool = False,
+        fail_in: str = "callback",
     ) -> None:
         super().__init__()
         self.fail_at = fail_at
+        self.fail_in = fail_in
         self.sigterm_at = sigterm_at
         self.fail_rank = fail_rank
         self.signal_parent = signal_parent
@@ -90,6 +93,8 @@ class ToyModel(Model):
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=7, gamma=0.7)
 
     def train_step(self, batch: Any, state: TrainingState) -> dict[str, torch.Tensor]:
+        if self.fail_in == "train_step" and state.step == self.fail_at and self._my_turn():
+            raise RuntimeError(f"injected failure in train_step after step {state.step}")
         x, y = batch
         logits = self.net(x)
         loss = nn.functional.binary_cross_entropy_with_logits(logits, y)
@@ -109,7 +114,8 @@ class ToyModel(Model):
         return self.fail_rank is None or rank == self.fail_rank
 
     def on_training_batch_end(self, state: TrainingState) -> None:
-        if self.fail_at is not None and state.step == self.fail_at and self._my_turn():
+        failing = self.fail_in == "callback" and state.step == self.fail_at
+        if failing and self._my_turn():
             raise RuntimeError(f"injected failure at step {state.step}")
         if self.sigterm_at is not None and state.step == self.sigterm_at and self._my_turn():
             self.sigterm_at = None  # once
@@ -127,6 +133,7 @@ def run(settings: dict[str, Any]) -> None:
         sigterm_at=settings.pop("sigterm_at", None),
         fail_rank=settings.pop("fail_rank", None),
         signal_parent=settings.pop("signal_parent", False),
+        fail_in=settings.pop("fail_in", "callback"),
     )
     data = ToyData(workers=settings.pop("workers", 0), batch_size=settings.pop("batch_size", 8))
     settings.setdefault("progress", False)

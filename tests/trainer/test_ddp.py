@@ -1,7 +1,8 @@
 """The promise under DDP: 2 Gloo processes, stopped and resumed, end bitwise identical.
 
-Also: an exception on rank 1 ends both processes, lands with its traceback in rank 1's log,
-gives a non-zero exit status and leaves the earlier checkpoints intact.
+Stopped once by an exception on rank 1 (in a callback, and in ``train_step``): both processes
+end, the traceback is in rank 1's log, the exit status is non-zero and the earlier checkpoints
+are intact. Stopped once by SIGTERM sent to the launching process, which relays it to the ranks.
 """
 
 from __future__ import annotations
@@ -44,17 +45,18 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return runs
 
 
-@pytest.mark.parametrize("unit", list(CASES))
+@pytest.mark.parametrize(("unit", "fail_in"), [("iteration", "train_step"), ("epoch", "callback")])
 def test_exception_on_rank_1_then_resume_is_identical(
-    straight: dict[str, Path], tmp_path: Path, unit: str
+    straight: dict[str, Path], tmp_path: Path, unit: str, fail_in: str
 ) -> None:
     stop = STOP_AT[unit]
-    before = run_script(
-        "toy_training.py", settings(tmp_path, unit, fail_at=stop, fail_rank=1), expect=1
-    )
+    failing = settings(tmp_path, unit, fail_at=stop, fail_rank=1, fail_in=fail_in)
+    before = run_script("toy_training.py", failing, expect=1)
     assert "rank 1" in before
     log = (tmp_path / "logs" / "rank-1.log").read_text()
-    assert "Traceback" in log and f"injected failure at step {stop}" in log
+    assert "Traceback" in log
+    assert "injected failure" in log
+    assert ("in train_step" in log) == (fail_in == "train_step")
     store = DirectoryCheckpointStore(tmp_path / "checkpoints")
     for info in store.list():
         store.verify(info)  # earlier checkpoints are intact
