@@ -110,3 +110,13 @@ def test_leftovers_of_killed_saves_are_removed_by_the_next_save(tmp_path: Path) 
     store.save(make_state(8, numel=4), step=8, epoch=0)
     assert not leftover.exists()
     assert unrelated.exists()
+
+
+def test_fewer_checkpoints_than_keep_last_are_all_kept(tmp_path: Path) -> None:
+    store = DirectoryCheckpointStore(tmp_path, keep_last=3)
+    store.save(make_state(1, numel=4), step=1, epoch=0)
+    store.save(make_state(2, numel=4), step=2, epoch=0)
+    assert on_disk(tmp_path) == {1, 2}
+    store.save(make_state(3, numel=4), step=3, epoch=0)
+    store.save(make_state(4, numel=4), step=4, epoch=0)
+    assert on_disk(tmp_path) == {2, 3, 4}

@@ -41,7 +41,9 @@ def select_kept(
     if keep_last is None:
         return {info.path for info in infos}
     by_step = sorted(infos, key=lambda info: info.step)
-    kept = {info.path for info in by_step[len(by_step) - keep_last :]} if keep_last else set()
+    kept = (
+        {info.path for info in by_step[max(0, len(by_step) - keep_last) :]} if keep_last else set()
+    )
     if keep_best and metric is not None:
         kept |= {info.path for info in rank_by_metric(infos, metric, mode)[:keep_best]}
     return kept
