@@ -66,7 +66,7 @@ class Model(abc.ABC):
     that must survive a restart goes through :meth:`extra_state_dict` and
     :meth:`load_extra_state_dict`.
 
-    Class attributes:
+    Attributes:
         automatic_optimization: ``True`` (default) lets the trainer do backward, accumulation,
             scaling, clipping and the optimizer and scheduler steps from the loss
             :meth:`train_step` returns. ``False`` means :meth:`train_step` optimises by itself

@@ -10,7 +10,7 @@ implements :class:`helios.core.DistributedContext`. It imports helios.core and t
 from __future__ import annotations
 
 from helios.dist._context import CollectiveError, TorchDistributed
-from helios.dist._launcher import LaunchInfo, LauncherKind, detect_launcher, expand_nodelist
+from helios.dist._launcher import LauncherKind, LaunchInfo, detect_launcher, expand_nodelist
 from helios.dist._port import free_port
 from helios.dist._ranks import (
     global_rank,

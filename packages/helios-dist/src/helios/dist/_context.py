@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -71,9 +72,7 @@ def _resolve_device(device: str | torch.device | None, launch: LaunchInfo) -> to
     try:
         wanted = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ConfigurationError(
-            f"device must be None, 'cpu' or 'cuda', got {device!r}"
-        ) from None
+        raise ConfigurationError(f"device must be None, 'cpu' or 'cuda', got {device!r}") from None
     if wanted.type == "cpu":
         return torch.device("cpu")
     if wanted.type != "cuda":
@@ -532,7 +531,13 @@ class TorchDistributed:
                 try:
                     dist.destroy_process_group()
                 except (RuntimeError, ValueError) as error:  # already torn down by a failure
-                    _log.warning("rank %d: destroying the process group failed: %s", self.rank, error)
+                    _log.warning(
+                        "rank %d: destroying the process group failed: %s", self.rank, error
+                    )
+            # DDP wrappers hold the group: free the ones no longer used now, so the group's
+            # threads stop here rather than during interpreter shutdown (where a Gloo thread
+            # that still needs the GIL aborts the process).
+            gc.collect()
 
     @property
     def closed(self) -> bool:

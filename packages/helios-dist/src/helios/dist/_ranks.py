@@ -16,7 +16,13 @@ import torch.distributed as dist
 
 from helios.dist._launcher import detect_launcher
 
-__all__ = ["global_rank", "is_local_main_process", "is_main_process", "local_rank", "rank_zero_only"]
+__all__ = [
+    "global_rank",
+    "is_local_main_process",
+    "is_main_process",
+    "local_rank",
+    "rank_zero_only",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import multiprocessing.connection
 import os
 import pickle
@@ -127,7 +128,22 @@ def _child_main(
         with open(partial, "wb") as file:
             pickle.dump(record, file)
         os.replace(partial, error_path)
+        _release_process_groups()
         sys.exit(1)
+    _release_process_groups()
+
+
+def _release_process_groups() -> None:
+    """Free ``fn``'s leftovers now, while the interpreter is whole, not during its shutdown.
+
+    A DDP network keeps its process group alive after ``destroy_process_group``; when it is
+    freed only at interpreter shutdown, a Gloo worker thread may still be releasing the tensors
+    of the last collective and need the GIL, which a finalising interpreter no longer grants:
+    the process aborts ("terminate called without an active exception"). ``fn``'s networks
+    are unreachable once it returns, so a collection here destroys their group, and joins its
+    threads, in good time.
+    """
+    gc.collect()
 
 
 def _check_arguments(
@@ -222,7 +238,7 @@ def spawn(
     context = torch.multiprocessing.get_context("spawn")
     # The parent holds the store (port 0: the kernel picks a free port, and the socket stays
     # bound, so no other job can take it); every child connects as a client.
-    # TCPStore is public (torch.distributed.TCPStore) but imported conditionally, out of mypy's view.
+    # TCPStore is public (torch.distributed.TCPStore), imported conditionally: out of mypy's view.
     store = dist.TCPStore(  # type: ignore[attr-defined]
         "127.0.0.1", 0, None, True, timeout=_STORE_TIMEOUT, wait_for_workers=False
     )

@@ -5,7 +5,8 @@
     helios verify-resume --model module:Class --data module:Class [--steps N] [--workers K]
 
 Bad input (a missing folder, a corrupt checkpoint, a ``module:Class`` that does not import)
-gets one line on stderr and exit status 2; ``verify-resume`` exits 1 when the runs diverge.
+gets one line on stderr and exit status 2; ``verify-resume`` exits 1 when the runs diverge, and
+``export`` exits 1 (with one line) when the export or its onnxruntime check fails.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from helios.core import HeliosError
 
 __all__ = ["load_class", "main"]
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 
@@ -170,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``helios`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     from helios.ckpt import CheckpointWarning
+    from helios.export import ExportError
 
     # A damaged checkpoint is reported by the command itself (a status or the error line).
     warnings.filterwarnings("ignore", category=CheckpointWarning)
@@ -184,6 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise CommandError(f"--workers must be >= 0, got {args.workers}")
         return verify_resume(args.model, args.data, args.steps, args.workers, args.seed)
     except (CommandError, HeliosError, OSError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"helios {args.command}: error: {message}", file=sys.stderr)
+        print(f"helios {args.command}: error: {_first_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ExportError as error:  # the export itself failed: not the user's input
+        print(f"helios {args.command}: export failed: {_first_line(error)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -35,9 +35,9 @@ __all__ = ["first_difference", "verify"]
 _LIKELY_CAUSES = {
     "not_reproducible": (
         "two straight runs already differ, so no checkpoint can make this job resumable. "
-        "Likely causes: unseeded randomness in user code (random.Random(), "
-        "np.random.default_rng() or torch.Generator() without a seed; use the global RNGs or "
-        "helios.core.numpy_generator(), which Helios seeds and checkpoints), or "
+        "Likely causes: unseeded randomness in user code (random.Random() or "
+        "np.random.default_rng() without a seed, seeds from time or os.urandom; use the global "
+        "RNGs or helios.core.numpy_generator(), which Helios seeds and checkpoints), or "
         "non-deterministic kernels (Trainer(deterministic=True))."
     ),
     "not_resumable": (
@@ -45,7 +45,8 @@ _LIKELY_CAUSES = {
         "the discovered attributes (a counter, a buffer or a generator held in a list or dict, "
         "not an nn.Module / Optimizer / LRScheduler attribute: save it with "
         "extra_state_dict()), randomness drawn from a private generator that is not "
-        "checkpointed, or data whose order or augmentation is not a function of the seed."
+        "checkpointed (a seeded random.Random() or torch.Generator() restarts from its seed), "
+        "or data whose order or augmentation is not a function of the seed."
     ),
 }
 
