@@ -655,6 +655,7 @@ class _FitRun:
             self._train()
             return self._result()
         finally:
+            self._unwrap_networks()
             self.metric_logger.close()
             if self.store is not None:
                 self.store.close()
@@ -706,6 +707,11 @@ class _FitRun:
         for name, network in self.model.networks().items():
             if any(p.requires_grad for p in network.parameters()):
                 setattr(self.model, name, self.context.wrap(network))
+
+    def _unwrap_networks(self) -> None:
+        """Give the model its own networks back, so no DDP wrapper outlives the process group."""
+        for name, network in self.model.networks().items():
+            setattr(self.model, name, self.context.unwrap(network))
 
     # ---- resume ---------------------------------------------------------------------------
 
