@@ -25,7 +25,7 @@ class Points(DataModule):
         self.add_train(
             TensorDataset(x, y), DataLoaderParams(batch_size=self.batch_size, shuffle=True)
         )
-        self.add_valid(TensorDataset(x[:64], y[:64]), DataLoaderParams(batch_size=32))
+        self.add_valid(TensorDataset(x[:64], y[:64]), DataLoaderParams(batch_size=24))
         if self.with_test:
             self.add_test(TensorDataset(x[:64], y[:64]), DataLoaderParams(batch_size=32))
 

@@ -137,3 +137,25 @@ def test_wrong_train_step_output_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigurationError, match="without a tensor under 'loss'"):
         fit(tmp_path, Wrong())
+
+
+class MeanOfInputs(Linear):
+    """Validation returns the batch mean of x: the trainer must weight it by batch size."""
+
+    def valid_step(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
+        x, _ = batch
+        return {"mean_x": x.mean(), "batch": torch.tensor(float(len(x)))}
+
+
+def test_validation_metrics_are_means_over_samples_not_batches(tmp_path: Path) -> None:
+    model = MeanOfInputs()
+    data = Points(16)
+    fit(tmp_path, model, total=1)
+    data.configure(rank=0, world_size=1, seed=0)
+    data.setup()
+    loader = data.valid_dataloader()
+    assert loader is not None
+    xs = torch.cat([x for x, _ in loader])
+    assert model.valid_metrics["mean_x"] == pytest.approx(xs.mean().item(), rel=1e-6)
+    # 64 samples in batches of 24, 24 and 16: weighted by samples (24*24 + 24*24 + 16*16) / 64
+    assert model.valid_metrics["batch"] == pytest.approx(22.0)  # per batch it would be 21.33

@@ -18,7 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -126,6 +126,58 @@ class _Means:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
         self.count = int(state["count"])
+
+
+def _batch_size(batch: Any) -> int:
+    """The length of the first tensor in a (nested) batch: its number of samples (1 if none)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() > 0 else 1
+    if isinstance(batch, Mapping):
+        batch = list(batch.values())
+    if isinstance(batch, list | tuple):
+        for item in batch:
+            if isinstance(item, torch.Tensor | list | tuple | Mapping):
+                return _batch_size(item)
+    return 1
+
+
+def _evaluate(
+    loader: Any,
+    step: Callable[[Any, int], Mapping[str, torch.Tensor | float] | None],
+    on_batch_start: Callable[[int], None],
+    on_batch_end: Callable[[int], None],
+    *,
+    context: DistributedContext,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]],
+) -> dict[str, float]:
+    """Run an evaluation loop; the metrics ``step`` returns, averaged over every sample.
+
+    Each batch's metrics are weighted by its number of samples, and sums and counts are added up
+    over the processes (whose shards may differ by a batch), so a mean metric such as accuracy
+    is the exact mean over the whole dataset. Nothing synchronises per batch.
+    """
+    device = context.device
+    sums: dict[str, torch.Tensor] = {}
+    samples = 0
+    with torch.no_grad():
+        for index, batch in enumerate(loader):
+            on_batch_start(index)
+            size = _batch_size(batch)
+            with autocast():
+                output = step(_to_device(batch, device), index)
+            for name, value in (output or {}).items():
+                weighted = torch.as_tensor(value, device=device).detach().float() * size
+                sums[name] = sums[name] + weighted if name in sums else weighted
+            samples += size
+            on_batch_end(index)
+    names = sorted(set().union(*context.all_gather_object(sorted(sums))))
+    totals: dict[str, float | torch.Tensor] = {
+        name: sums.get(name, torch.zeros((), device=device)) for name in names
+    }
+    totals[" samples"] = float(samples)
+    means = context.all_reduce_mean(totals)  # sum / world size, for sums and counts alike
+    count = means.pop(" samples")
+    return {name: value / count for name, value in means.items()} if count else {}
 
 
 def _split_output(output: Any, *, automatic: bool) -> tuple[torch.Tensor | None, dict[str, Any]]:
@@ -1062,16 +1114,14 @@ class _FitRun:
         cycle = state.validation_cycles
         model.eval()
         model.on_validation_start(cycle)
-        means = _Means(self.device)
-        with torch.no_grad():
-            for step, batch in enumerate(loader):
-                model.on_validation_batch_start(step)
-                with self.autocast():
-                    output = model.valid_step(_to_device(batch, self.device), step)
-                if output is not None:
-                    means.add(output)
-                model.on_validation_batch_end(step)
-        model.valid_metrics = self.context.all_reduce_mean(dict(means.means()))
+        model.valid_metrics = _evaluate(
+            loader,
+            model.valid_step,
+            model.on_validation_batch_start,
+            model.on_validation_batch_end,
+            context=self.context,
+            autocast=self.autocast,
+        )
         state.validation_cycles += 1
         self.metric_logger.log_scalars(
             {f"valid/{k}": v for k, v in model.valid_metrics.items()}, state.step
@@ -1167,15 +1217,14 @@ class _TestRun:
             raise ConfigurationError(f"{type(data).__name__} has no test data")
         model.eval()
         model.on_testing_start()
-        means = _Means(context.device)
-        with torch.no_grad():
-            for index, batch in enumerate(loader):
-                model.on_testing_batch_start(index)
-                output = model.test_step(_to_device(batch, context.device), index)
-                if output is not None:
-                    means.add(output)
-                model.on_testing_batch_end(index)
-        model.test_metrics = context.all_reduce_mean(dict(means.means()))
+        model.test_metrics = _evaluate(
+            loader,
+            model.test_step,
+            model.on_testing_batch_start,
+            model.on_testing_batch_end,
+            context=context,
+            autocast=lambda: _NO_CONTEXT,
+        )
         model.on_testing_end()
         self.logger.info(
             "tested %s at step %d: %s",
