@@ -7,6 +7,7 @@ live in the test, in the parent.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
@@ -80,6 +81,7 @@ def collectives_and_ddp(folder: str) -> None:
             "backend": ctx.backend,
             "launcher": ctx.launch.kind,
             "port": os.environ["MASTER_PORT"],
+            "start_method": multiprocessing.get_start_method(),
             "helpers": (global_rank(), is_main_process(), is_local_main_process()),
             "rank_zero_only": _only_on_rank_zero(),
             "mean": ctx.all_reduce_mean(
