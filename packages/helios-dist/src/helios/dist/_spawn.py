@@ -119,10 +119,14 @@ def _child_main(
 ) -> None:
     """Run ``fn(*args)`` as ``rank``; on an exception, leave its traceback for the parent."""
     _die_with_parent(parent_pid)
-    # A "spawn" child inherits "spawn" as its default start method; a rank started by torchrun
-    # has the platform's default (fork on Linux). Give the ranks that default back, so their
-    # DataLoader workers start as fast as under torchrun instead of re-importing everything.
-    multiprocessing.set_start_method(None, force=True)
+    # A "spawn" child inherits "spawn" as its default start method, so its DataLoader workers
+    # would re-import everything, every epoch. Plain fork is no answer: a rank has threads
+    # (Gloo, queue feeders) and a fork while one of them holds an interpreter lock deadlocks the
+    # worker (seen with CPython 3.11). A fork server, itself single-threaded and with torch
+    # already imported, forks workers quickly and safely.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        multiprocessing.set_start_method("forkserver", force=True)
+        multiprocessing.set_forkserver_preload(["torch"])
     os.environ.update(environment)
     os.environ["RANK"] = os.environ["LOCAL_RANK"] = str(rank)
     try:
@@ -134,7 +138,11 @@ def _child_main(
             pickle.dump(record, file)
         os.replace(partial, error_path)
         _release_process_groups()
-        sys.exit(1)
+        # Leave now: a normal exit would join this rank's own children (DataLoader workers),
+        # and one that hangs would keep a failed rank alive and its job waiting forever.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     _release_process_groups()
 
 
