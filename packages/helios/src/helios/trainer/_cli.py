@@ -58,9 +58,9 @@ def load_class(spec: str) -> type[Any]:
 
 
 def _store(folder: Path) -> Any:
-    from helios.ckpt import DirectoryCheckpointStore
+    from helios.trainer._wiring import open_checkpoint_folder
 
-    return DirectoryCheckpointStore(folder, keep_last=None)
+    return open_checkpoint_folder(folder)
 
 
 def _format_metrics(metrics: Any) -> str:
@@ -171,8 +171,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``helios`` command; returns the exit status."""
     args = _parser().parse_args(argv)
-    from helios.ckpt import CheckpointWarning
-    from helios.export import ExportError
+    from helios.trainer._wiring import CheckpointWarning, ExportError
 
     # A damaged checkpoint is reported by the command itself (a status or the error line).
     warnings.filterwarnings("ignore", category=CheckpointWarning)

@@ -113,9 +113,9 @@ def _run_child(settings: dict[str, Any], expect: int) -> None:
 
 
 def _final(run_dir: Path) -> dict[str, Any]:
-    from helios.ckpt import DirectoryCheckpointStore
+    from helios.trainer._wiring import open_checkpoint_folder
 
-    store = DirectoryCheckpointStore(run_dir / "checkpoints", keep_last=None)
+    store = open_checkpoint_folder(run_dir / "checkpoints")
     try:
         state: dict[str, Any] = store.load()
         return state

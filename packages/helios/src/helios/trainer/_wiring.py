@@ -14,10 +14,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from helios.ckpt import DirectoryCheckpointStore
+from helios.ckpt import CheckpointWarning, DirectoryCheckpointStore
 from helios.core import CheckpointStore, DistributedContext, ExportTarget, MetricLogger
 from helios.dist import TorchDistributed, detect_launcher, spawn
-from helios.export import ExportReport, export_onnx
+from helios.export import ExportError, ExportReport, export_onnx
 from helios.log import (
     MetricLoggerGroup,
     MetricsFileLogger,
@@ -28,6 +28,8 @@ from helios.log import (
 )
 
 __all__ = [
+    "CheckpointWarning",
+    "ExportError",
     "ExportReport",
     "ProgressBar",
     "build_checkpoint_store",
@@ -35,6 +37,7 @@ __all__ = [
     "build_metric_logger",
     "export_target",
     "launched_externally",
+    "open_checkpoint_folder",
     "spawn_processes",
     "start_logging",
     "stop_logging",
@@ -76,6 +79,11 @@ def build_checkpoint_store(
         best_mode=best_mode,
         async_save=async_save,
     )
+
+
+def open_checkpoint_folder(directory: Path) -> DirectoryCheckpointStore:
+    """A store over an existing folder of checkpoints, for reading them (it prunes nothing)."""
+    return DirectoryCheckpointStore(directory, keep_last=None)
 
 
 def build_metric_logger(
