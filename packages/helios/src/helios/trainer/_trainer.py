@@ -430,7 +430,10 @@ class Trainer:
         """
         self._check_model(model, datamodule)
         nprocs = self._process_count()
-        if nprocs > 1:
+        chosen_gpus = isinstance(self.devices, Sequence) and not isinstance(self.devices, str)
+        # Named GPUs are made the visible ones in fresh processes, so even one id is spawned.
+        launched = self.distributed is not None or _wiring.launched_externally()
+        if nprocs > 1 or (chosen_gpus and not launched):
             self._prepare_gpu_ids()
             start = self._latest(model)
             datamodule.prepare_data()
