@@ -86,9 +86,9 @@ class Model(abc.ABC):
     def __init__(self) -> None:
         """Create the model; networks and optimizers are made later, in :meth:`setup`."""
         self.device = torch.device("cpu")
-        #: Metrics of the last validation pass, averaged over batches and processes.
+        #: Metrics of the last validation pass, averaged over every sample of every process.
         self.valid_metrics: dict[str, float] = {}
-        #: Metrics of the last test pass, averaged over batches and processes.
+        #: Metrics of the last test pass, averaged over every sample of every process.
         self.test_metrics: dict[str, float] = {}
         self._best_monitored: float | None = None
 
@@ -103,11 +103,11 @@ class Model(abc.ABC):
         """Train on one batch; return the loss (or a dict with ``"loss"``) to optimise."""
 
     def valid_step(self, batch: Any, step: int) -> Mapping[str, torch.Tensor | float] | None:
-        """Evaluate one validation batch; returned metrics are averaged into ``valid_metrics``."""
+        """Evaluate one validation batch; its metrics, weighted by batch size, form ``valid_metrics``."""
         return None
 
     def test_step(self, batch: Any, step: int) -> Mapping[str, torch.Tensor | float] | None:
-        """Evaluate one test batch; returned metrics are averaged into ``test_metrics``."""
+        """Evaluate one test batch; its metrics, weighted by batch size, form ``test_metrics``."""
         return None
 
     def export_target(self) -> ExportTarget | None:
