@@ -103,7 +103,7 @@ class Model(abc.ABC):
         """Train on one batch; return the loss (or a dict with ``"loss"``) to optimise."""
 
     def valid_step(self, batch: Any, step: int) -> Mapping[str, torch.Tensor | float] | None:
-        """Evaluate one validation batch; its metrics, weighted by batch size, form ``valid_metrics``."""
+        """Evaluate one validation batch; its metrics (weighted by size) form ``valid_metrics``."""
         return None
 
     def test_step(self, batch: Any, step: int) -> Mapping[str, torch.Tensor | float] | None:
