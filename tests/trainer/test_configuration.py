@@ -108,3 +108,16 @@ def test_test_uses_the_best_checkpoint(tmp_path: Path) -> None:
     metrics = trainer.test(Monitored(), Points(16, with_test=True))
     valid = dict(metric_series(tmp_path, "valid/loss"))
     assert metrics["loss"] == pytest.approx(min(valid.values()), rel=1e-6)
+
+
+class GeneratorSource(Points):
+    """A data source whose training loader is a bare generator (no len)."""
+
+    def train_dataloader(self) -> Any:
+        loader = super().train_dataloader()
+        return (batch for batch in loader or [])
+
+
+def test_a_training_loader_without_len_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="without len"):
+        Trainer(tmp_path, total=1, progress=False).fit(Linear(), GeneratorSource(16))

@@ -273,7 +273,11 @@ class DataSource(Protocol):
         ...
 
     def train_dataloader(self) -> Iterable[Any] | None:
-        """The training batches of the current epoch, from the saved position on."""
+        """The training batches of the current epoch, from the saved position on.
+
+        The trainer needs ``len()`` of what this returns: the number of batches left in the
+        epoch, so it can lay out gradient-accumulation windows and progress bars.
+        """
         ...
 
     def valid_dataloader(self) -> Iterable[Any] | None:

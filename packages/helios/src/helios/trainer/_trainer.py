@@ -18,7 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -949,7 +949,13 @@ class _FitRun:
         loader = self.data.train_dataloader()
         if loader is None:
             raise ConfigurationError(f"{type(self.data).__name__} has no training data")
-        epoch_length = state.batch_in_epoch + len(loader)  # type: ignore[arg-type]
+        if not isinstance(loader, Sized):
+            raise ConfigurationError(
+                f"{type(self.data).__name__}.train_dataloader() returned a "
+                f"{type(loader).__name__} without len(): the trainer needs the number of batches "
+                "left in the epoch"
+            )
+        epoch_length = state.batch_in_epoch + len(loader)
         if epoch_length == 0:
             raise ConfigurationError(f"{type(self.data).__name__} yields no training batches")
         model.on_training_epoch_start(state.epoch)
