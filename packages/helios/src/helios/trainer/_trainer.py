@@ -1063,9 +1063,12 @@ class _FitRun:
                 self._checkpoint()
         stop = self.signals.requested is not None
         stop_by_model = self.model.should_training_stop()
-        if self.context.is_distributed:
-            stop = self.context.agree(stop, "any")
+        # One collective per step in the common case; a second only on the step that stops.
+        if self.context.is_distributed and self.context.agree(stop or stop_by_model, "any"):
             stop_by_model = self.context.agree(stop_by_model, "any")
+            stop = not stop_by_model
+        elif self.context.is_distributed:
+            stop = stop_by_model = False
         if stop_by_model:
             self.logger.info("should_training_stop() asked to end training at step %d", state.step)
             self.stopped_by_model = True
