@@ -46,7 +46,7 @@ class DigitImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.images[index]
-        if self.augment:  # seeded per sample by helios.data: identical for any worker count
+        if self.augment:  # seeded per batch by helios.data: identical for any worker count
             dx, dy = torch.randint(-1, 2, (2,)).tolist()
             image = torch.roll(image, shifts=(dy, dx), dims=(1, 2))
             image = (image + 0.05 * torch.randn_like(image)).clamp(0, 1)

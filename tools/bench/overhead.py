@@ -1,18 +1,29 @@
-"""Per-step overhead of ``Trainer.fit`` against a hand-written PyTorch loop.
+"""What Helios costs per step on the path users take, against a hand-written PyTorch loop.
 
-The workload (issue 8): an MLP 64-256-256-10, batch 64, SGD, one thread. Both loops get the
-same pre-collated batches from memory, so what is measured is the training loop itself, not
-the data pipeline. The hand-written loop does what a careful one does: zero_grad, forward,
-loss, backward, step, a running loss kept on the device and logged every 50 steps.
+The workload (issue 15): an MLP 64-256-256-10, batch 64, SGD, one thread, a map-style
+``TensorDataset`` of 16,384 samples read with ``shuffle=True``.
 
-Start-up (process group, loggers, checkpoint at the end) is cancelled by timing two run lengths
-and taking the slope; rounds of baseline and trainer are interleaved so drift hits both alike.
-Times are the CPU time of this process (one thread, no workers): on a shared, noisy machine
-that measures the work done, where wall time would measure the neighbours.
-Printed: per-step times, the ratio trainer / hand-written (goal <= 1.02) and, where PyTorch
-Lightning is installed, its ratio on the same workload.
+* **Whole path** (the figure that counts): a ``DataModule`` over the dataset and
+  ``Trainer.fit``, against a hand-written loop over ``torch.utils.data.DataLoader`` (same
+  dataset, batch size, shuffle): zero_grad, forward, loss, backward, step, a running loss kept
+  on the device and logged every 50 steps, ``set_epoch``-style epochs. Measured with
+  ``num_workers=0`` and with ``num_workers=2``.
+* **Loop only** (labelled so; it skips the data path): both loops get the same pre-collated
+  batches from memory, so only the training loop itself is compared.
+* **Whole path with random augmentation** (``num_workers=0``): the same, over a dataset whose
+  ``__getitem__`` adds ``torch.randn`` noise. Helios seeds every batch so the noise is the same
+  for any worker count and on resume (a plain ``TensorDataset`` is known to draw no random
+  numbers and is not seeded): this figure shows what that costs.
+* **PyTorch Lightning**, where installed, on the whole path (its own ``DataLoader``).
 
-    uv run python tools/bench/overhead.py [--rounds 5] [--short 300] [--long 1500]
+Start-up (loggers, the checkpoint at the end, worker start) is cancelled by timing two run
+lengths and taking the slope; rounds of every runner are interleaved so drift hits all alike.
+With ``num_workers=0`` times are this process's CPU time (on a shared, noisy machine that
+measures the work done, where wall time would measure the neighbours); with workers the work is
+spread over processes, so wall time is used and the figure is noisier.
+
+    uv run python tools/bench/overhead.py [--rounds 5] [--short 1000] [--long 4000]
+        [--workers 0 2] [--no-augment] [--no-loop-only]
 """
 
 from __future__ import annotations
@@ -22,16 +33,19 @@ import importlib.util
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from helios.core import Model, TrainingState
+from helios.data import DataLoaderParams, DataModule
 from helios.trainer import Trainer
 
-BATCH, FEATURES, CLASSES = 64, 64, 10
+BATCH, FEATURES, CLASSES, SAMPLES = 64, 64, 10, 16_384
+Runner = Callable[[int], float]
 
 
 def network() -> nn.Module:
@@ -41,6 +55,13 @@ def network() -> nn.Module:
     )
 
 
+def make_dataset() -> TensorDataset:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(SAMPLES, FEATURES, generator=generator)
+    y = torch.randint(0, CLASSES, (SAMPLES,), generator=generator)
+    return TensorDataset(x, y)
+
+
 def make_batches(count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(count, BATCH, FEATURES, generator=generator)
@@ -48,8 +69,44 @@ def make_batches(count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return list(zip(x.unbind(), y.unbind(), strict=True))
 
 
+class Augmented(TensorDataset):
+    """The same samples with random noise added in ``__getitem__`` (a random augmentation)."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        """The sample with noise."""
+        x, y = super().__getitem__(index)
+        return x + 0.01 * torch.randn(FEATURES), y
+
+
+class Classifier(Model):
+    def setup(self) -> None:
+        self.net = network()
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=0.01)
+
+    def train_step(self, batch: Any, state: TrainingState) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+
+class Data(DataModule):
+    def __init__(self, dataset: TensorDataset, workers: int) -> None:
+        super().__init__()
+        self.dataset, self.workers = dataset, workers
+
+    def setup(self) -> None:
+        self.add_train(
+            self.dataset,
+            DataLoaderParams(
+                batch_size=BATCH,
+                shuffle=True,
+                num_workers=self.workers,
+                persistent_workers=self.workers > 0,
+            ),
+        )
+
+
 class InMemoryBatches:
-    """A resumable DataSource over pre-collated batches: one epoch is all of them."""
+    """A resumable DataSource over pre-collated batches (the loop-only figure)."""
 
     def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         self.batches, self.epoch, self.position = batches, 0, 0
@@ -94,22 +151,13 @@ class InMemoryBatches:
         self.epoch, self.position = state_dict["epoch"], state_dict["position"]
 
 
-class Classifier(Model):
-    def setup(self) -> None:
-        self.net = network()
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=0.01)
-
-    def train_step(self, batch: Any, state: TrainingState) -> torch.Tensor:
-        x, y = batch
-        return nn.functional.cross_entropy(self.net(x), y)
-
-
-def hand_written(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    started = time.process_time()
+def train_by_hand(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], steps: int) -> None:
+    """What a careful hand-written loop does per step."""
     net = network()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
     running, logged = torch.zeros(()), []
-    for step, (x, y) in enumerate(batches, start=1):
+    for step in range(1, steps + 1):
+        x, y = next(batches)
         optimizer.zero_grad(set_to_none=True)
         loss = nn.functional.cross_entropy(net(x), y)
         loss.backward()
@@ -118,27 +166,74 @@ def hand_written(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
         if step % 50 == 0:
             logged.append((step, (running / 50).item()))
             running.zero_()
-    return time.process_time() - started
 
 
-def with_trainer(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    with tempfile.TemporaryDirectory() as run_dir:
-        started = time.process_time()
-        Trainer(
-            run_dir,
-            unit="iteration",
-            total=len(batches),
-            checkpoint_every=10**9,
-            log_every=50,
-            devices="cpu",
-            tensorboard=False,
-            progress=False,
-            keep_checkpoints=1,
-        ).fit(Classifier(), InMemoryBatches(batches))
-        return time.process_time() - started
+def epochs_of(loader: DataLoader[Any]) -> Iterator[Any]:
+    while True:
+        yield from loader
 
 
-def with_lightning(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+def trainer(run_dir: str, steps: int) -> Trainer:
+    return Trainer(
+        run_dir,
+        unit="iteration",
+        total=steps,
+        checkpoint_every=10**9,
+        log_every=50,
+        devices="cpu",
+        tensorboard=False,
+        progress=False,
+        keep_checkpoints=1,
+    )
+
+
+def runners(dataset: TensorDataset, workers: int, clock: Callable[[], float]) -> dict[str, Runner]:
+    """The whole-path runners: each trains ``steps`` steps and returns the time it took."""
+
+    def hand_written(steps: int) -> float:
+        started = clock()
+        loader = DataLoader(
+            dataset,
+            batch_size=BATCH,
+            shuffle=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+        train_by_hand(epochs_of(loader), steps)
+        return clock() - started
+
+    def with_helios(steps: int) -> float:
+        with tempfile.TemporaryDirectory() as run_dir:
+            started = clock()
+            trainer(run_dir, steps).fit(Classifier(), Data(dataset, workers))
+            return clock() - started
+
+    found: dict[str, Runner] = {"hand-written": hand_written, "helios": with_helios}
+    if importlib.util.find_spec("lightning") is not None:
+        found["Lightning"] = lambda steps: with_lightning(dataset, workers, steps, clock)
+    return found
+
+
+def loop_only_runners(clock: Callable[[], float], longest: int) -> dict[str, Runner]:
+    batches = make_batches(longest)
+
+    def hand_written(steps: int) -> float:
+        started = clock()
+        train_by_hand(iter(batches[:steps]), steps)
+        return clock() - started
+
+    def with_helios(steps: int) -> float:
+        with tempfile.TemporaryDirectory() as run_dir:
+            started = clock()
+            trainer(run_dir, steps).fit(Classifier(), InMemoryBatches(batches[:steps]))
+            return clock() - started
+
+    return {"hand-written": hand_written, "helios": with_helios}
+
+
+def with_lightning(
+    dataset: TensorDataset, workers: int, steps: int, clock: Callable[[], float]
+) -> float:
     import lightning.pytorch as pl  # type: ignore[import-not-found]
 
     class Module(pl.LightningModule):  # type: ignore[misc]
@@ -156,9 +251,16 @@ def with_lightning(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
     with tempfile.TemporaryDirectory() as root:
-        started = time.process_time()
-        trainer = pl.Trainer(
-            max_steps=len(batches),
+        started = clock()
+        loader = DataLoader(
+            dataset,
+            batch_size=BATCH,
+            shuffle=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+        run = pl.Trainer(
+            max_steps=steps,
             accelerator="cpu",
             logger=False,
             enable_checkpointing=False,
@@ -167,36 +269,76 @@ def with_lightning(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
             log_every_n_steps=50,
             default_root_dir=root,
         )
-        trainer.fit(Module(), train_dataloaders=batches)
-        return time.process_time() - started
+        run.fit(Module(), train_dataloaders=loader)
+        return clock() - started
+
+
+def measure(found: dict[str, Runner], rounds: int, short: int, long: int) -> dict[str, float]:
+    """Median per-step slope of every runner, rounds interleaved."""
+    for run in found.values():  # warm-up: imports, allocator, first-call costs
+        run(short // 4)
+    slopes: dict[str, list[float]] = {name: [] for name in found}
+    for _ in range(rounds):
+        for name, run in found.items():
+            slopes[name].append((run(long) - run(short)) / (long - short))
+    return {name: statistics.median(values) for name, values in slopes.items()}
+
+
+def report(title: str, per_step: dict[str, float], goal: float) -> None:
+    base = per_step["hand-written"]
+    print(title)
+    for name, value in per_step.items():
+        print(f"  {name:>13}: {value * 1e6:8.1f} us/step   ratio {value / base:.3f}")
+    print(f"  helios / hand-written: {per_step['helios'] / base:.3f} (goal <= {goal})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--short", type=int, default=300, help="steps of the short run")
-    parser.add_argument("--long", type=int, default=1500, help="steps of the long run")
+    parser.add_argument("--short", type=int, default=1000, help="steps of the short run")
+    parser.add_argument("--long", type=int, default=4000, help="steps of the long run")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--no-augment", action="store_true", help="skip the augmented figure")
+    parser.add_argument("--no-loop-only", action="store_true", help="skip the loop-only figure")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    runners = {"hand-written": hand_written, "helios Trainer": with_trainer}
-    if importlib.util.find_spec("lightning") is not None:
-        runners["Lightning"] = with_lightning
-    short, long = make_batches(args.short), make_batches(args.long)
-    for run in runners.values():  # warm-up: imports, allocator, first-call costs
-        run(short)
-    per_step: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(args.rounds):
-        for name, run in runners.items():
-            slope = (run(long) - run(short)) / (args.long - args.short)
-            per_step[name].append(slope)
-    base = statistics.median(per_step["hand-written"])
-    print(f"workload: MLP 64-256-256-10, batch {BATCH}, SGD, 1 thread; {args.rounds} rounds")
-    for name, slopes in per_step.items():
-        median = statistics.median(slopes)
-        print(f"{name:>15}: {median * 1e6:8.1f} us/step   ratio {median / base:.3f}")
-    ratio = statistics.median(per_step["helios Trainer"]) / base
-    print(f"helios Trainer / hand-written: {ratio:.3f} (goal <= 1.02)")
-    if "Lightning" not in per_step:
+    dataset = make_dataset()
+    print(
+        f"workload: MLP 64-256-256-10, batch {BATCH}, SGD, 1 thread, TensorDataset of "
+        f"{SAMPLES} samples, shuffle=True; per-step slope of {args.short} vs {args.long} steps, "
+        f"median of {args.rounds} interleaved rounds"
+    )
+    for workers in args.workers:
+        clock = time.process_time if workers == 0 else time.perf_counter
+        kind = "CPU time" if workers == 0 else "wall time"
+        per_step = measure(runners(dataset, workers, clock), args.rounds, args.short, args.long)
+        report(
+            f"whole path, DataModule + Trainer.fit vs DataLoader + hand-written loop, "
+            f"num_workers={workers} ({kind}):",
+            per_step,
+            1.05,
+        )
+    if not args.no_augment:
+        augmented = Augmented(*dataset.tensors)
+        per_step = measure(
+            runners(augmented, 0, time.process_time), args.rounds, args.short, args.long
+        )
+        report(
+            "whole path with random augmentation in __getitem__ (seeded per batch), "
+            "num_workers=0 (CPU time):",
+            per_step,
+            1.05,
+        )
+    if not args.no_loop_only:
+        per_step = measure(
+            loop_only_runners(time.process_time, args.long), args.rounds, args.short, args.long
+        )
+        report(
+            "loop only (pre-collated batches from memory; skips the data path), CPU time:",
+            per_step,
+            1.02,
+        )
+    if importlib.util.find_spec("lightning") is None:
         print("PyTorch Lightning is not installed: no Lightning figure")
 
 

@@ -1,10 +1,11 @@
-"""helios.data: exactly resumable samplers, per-sample seeded workers and the ``DataModule``.
+"""helios.data: exactly resumable samplers, seeded data loading and the ``DataModule``.
 
 The order of every epoch is a pure function of (seed, epoch); the position is the number of
-samples the training loop has consumed, counted over all ranks; randomness inside ``__getitem__``
-is seeded per sample. Together: a run stopped anywhere and resumed (at any number of workers or
-ranks) sees exactly the batches it would have seen. The sampler and the loader need torch alone
-and work in a hand-written loop; :class:`DataModule` is what the Helios trainer drives.
+samples the training loop has consumed, counted over all ranks; randomness inside
+``__getitem__`` and ``collate_fn`` is seeded per batch from (seed, epoch, position). Together: a
+run stopped anywhere and resumed (at any number of workers or ranks) sees exactly the batches it
+would have seen. The sampler and the loader need torch alone and work in a hand-written loop;
+:class:`DataModule` is what the Helios trainer drives.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from helios.data._params import DataLoaderParams
 from helios.data._permutation import FeistelPermutation
 from helios.data._registries import COLLATE_REGISTRY, DATASET_REGISTRY, SAMPLER_REGISTRY
 from helios.data._sampler import ResumableSampler
-from helios.data._seeding import SeededDataset, seed_sample
+from helios.data._seeding import BatchKey, SeededDataset, seed_batch
 
 __all__ = [
     "COLLATE_REGISTRY",
     "DATASET_REGISTRY",
     "SAMPLER_REGISTRY",
+    "BatchKey",
     "DataLoaderParams",
     "DataModule",
     "FeistelPermutation",
@@ -28,5 +30,5 @@ __all__ = [
     "ResumableSampler",
     "SeededDataset",
     "TrainingPhase",
-    "seed_sample",
+    "seed_batch",
 ]

@@ -22,7 +22,7 @@ from typing import Any, Final, cast
 from torch.utils.data import DataLoader, Dataset
 
 from helios.core import ConfigurationError, ResumeError
-from helios.data._loader import KeyedSampler, ResumableDataLoader, build_torch_loader
+from helios.data._loader import BatchKeys, ResumableDataLoader, build_torch_loader
 from helios.data._params import DataLoaderParams
 from helios.data._registries import SAMPLER_REGISTRY
 from helios.data._sampler import ResumableSampler
@@ -282,7 +282,7 @@ class DataModule(abc.ABC):
         """Change loader settings of every training phase after :meth:`setup`.
 
         For tools that run a user's data module with other settings (``helios verify-resume
-        --workers K`` sets ``num_workers``). The sample order and per-sample seeds do not depend
+        --workers K`` sets ``num_workers``). The sample order and the batch seeds do not depend
         on loader settings other than ``batch_size``, ``drop_last``, ``shuffle`` and ``seed``.
 
         Args:
@@ -383,7 +383,8 @@ class DataModule(abc.ABC):
     ) -> DataLoader[Any]:
         # Never padded: a padded sample would be evaluated twice and skew the metrics.
         sampler = self._make_sampler(dataset, params, drop_last=False, padding=False)
-        return build_torch_loader(dataset, KeyedSampler(sampler), params)
+        keys = BatchKeys(sampler, params.batch_size, drop_last=params.drop_last)
+        return build_torch_loader(dataset, keys, params)
 
     def _make_sampler(
         self, dataset: Dataset[Any], params: DataLoaderParams, *, drop_last: bool, padding: bool

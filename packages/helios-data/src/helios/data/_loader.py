@@ -7,62 +7,124 @@ position back into its :class:`~helios.data.ResumableSampler` as each batch is h
 global samples (``batch_size * num_replicas`` per batch, exactly what the short last batch holds).
 
 Underneath is a plain ``torch.utils.data.DataLoader`` over a :class:`~helios.data.SeededDataset`:
-the sampler yields ``(index, seed)`` keys, so augmentation is seeded per sample. It gets a private
+its batch sampler yields ``(batch seed, indices)`` keys, so randomness in ``__getitem__`` and
+``collate_fn`` is seeded per batch from ``(seed, epoch, position)``. It gets a private
 ``torch.Generator``, so creating an iterator never draws from the global torch RNG (``DataLoader``
 otherwise draws its workers' base seed from it).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar, cast
 
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+from torch.utils.data import (
+    ConcatDataset,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    Sampler,
+    StackDataset,
+    Subset,
+    TensorDataset,
+    default_collate,
+    default_convert,
+)
 
 from helios.core import ConfigurationError
 from helios.data._params import DataLoaderParams
-from helios.data._sampler import ResumableSampler, chunks
-from helios.data._seeding import SampleKey, SeededDataset
+from helios.data._permutation import GOLDEN, MASK64, derive_key, mix_int
+from helios.data._sampler import SAMPLE_STREAM, ResumableSampler, chunks
+from helios.data._seeding import BatchKey, SeededDataset, first_of
 
 __all__ = ["ResumableDataLoader", "build_torch_loader"]
 
 T = TypeVar("T")
 
 
-class KeyedSampler(Sampler[SampleKey]):
-    """A view of a :class:`ResumableSampler` that yields ``(index, sample seed)`` keys.
+class BatchKeys(Sampler[BatchKey]):
+    """The batches of a :class:`ResumableSampler`'s order, as ``(batch seed, indices)`` keys.
 
-    It never moves the sampler: it reads from ``start`` in ``epoch``, both set by its owner before
-    each iteration, and leaves counting to :class:`ResumableDataLoader`.
+    The ``batch_sampler`` of the ``DataLoader`` underneath. It never moves the sampler: it reads
+    from ``start`` in ``epoch``, both set by its owner before each iteration, and leaves counting
+    to :class:`ResumableDataLoader`. A batch's seed is the sampler's seed of the global position
+    of its first sample (:meth:`ResumableSampler.sample_seeds`): a pure function of
+    ``(seed, epoch, position)``, whatever the number of workers and wherever the run resumed.
     """
 
-    def __init__(self, sampler: ResumableSampler) -> None:
-        """Read ``sampler``'s order from its current position."""
+    def __init__(self, sampler: ResumableSampler, batch_size: int, *, drop_last: bool) -> None:
+        """Read ``sampler``'s order from its current position, ``batch_size`` at a time."""
         self.sampler = sampler
+        self.batch_size = batch_size
+        self.drop_last = drop_last
         self.start = sampler.consumed
         self.epoch = sampler.epoch
 
-    def __len__(self) -> int:
-        """Samples this rank reads from ``start``."""
-        return self.sampler.rank_count(self.start)
+    def batches(self, samples: int) -> int:
+        """How many batches ``samples`` samples of this rank make."""
+        if self.drop_last:
+            return samples // self.batch_size
+        return math.ceil(samples / self.batch_size)
 
-    def __iter__(self) -> Iterator[SampleKey]:
-        """The keys of this rank's samples from ``start`` on, computed a chunk at a time."""
-        sampler, start, epoch = self.sampler, self.start, self.epoch
+    def __len__(self) -> int:
+        """Batches this rank reads from ``start``."""
+        return self.batches(self.sampler.rank_count(self.start))
+
+    def __iter__(self) -> Iterator[BatchKey]:
+        """The keys of this rank's batches from ``start`` on, indices computed a chunk at a time."""
+        sampler, start, epoch, size = self.sampler, self.start, self.epoch, self.batch_size
         count = sampler.rank_count(start)
-        for first, stop in chunks(count):
-            positions = sampler.rank_positions(start, first, stop)
-            indices = sampler.epoch_indices(epoch, positions).tolist()
-            seeds = sampler.sample_seeds(epoch, positions).tolist()
-            yield from zip(indices, seeds, strict=True)
+        base = derive_key(sampler.seed, epoch, SAMPLE_STREAM)
+        stride = sampler.num_replicas * size
+        first_position = start + sampler.rank
+        indices = _indices(sampler, start, epoch, count)
+        for batch in range(self.batches(count)):
+            position = first_position + batch * stride
+            seed = mix_int((position * GOLDEN + base) & MASK64)
+            yield seed, list(itertools.islice(indices, size))
+
+
+def _indices(sampler: ResumableSampler, start: int, epoch: int, count: int) -> Iterator[int]:
+    for first, stop in chunks(count):
+        yield from sampler.epoch_indices(epoch, sampler.rank_positions(start, first, stop)).tolist()
+
+
+# torch's datasets that draw no random numbers, and the wrappers that draw none of their own.
+_PURE_DATASETS: Final = (TensorDataset,)
+_PURE_WRAPPERS: Final = (Subset, ConcatDataset, StackDataset)
+_PURE_COLLATES: Final = (default_collate, default_convert)
+
+
+def _draws_no_randomness(dataset: object) -> bool:
+    kind = type(dataset)
+    if kind in _PURE_DATASETS:
+        return True
+    if kind is Subset:
+        return _draws_no_randomness(cast("Subset[Any]", dataset).dataset)
+    if kind is ConcatDataset:
+        return all(map(_draws_no_randomness, cast("ConcatDataset[Any]", dataset).datasets))
+    if kind is StackDataset:
+        inner = cast("StackDataset[Any]", dataset).datasets
+        parts = inner.values() if isinstance(inner, dict) else inner
+        return all(map(_draws_no_randomness, parts))
+    return False
+
+
+def _needs_seeding(dataset: Dataset[Any], params: DataLoaderParams) -> bool:
+    """Whether batches must be seeded: the user's say, else unless provably no draw is made."""
+    if params.seed_batches is not None:
+        return params.seed_batches
+    pure_collate = any(params.resolved_collate_fn() is fn for fn in _PURE_COLLATES)
+    return not (pure_collate and _draws_no_randomness(dataset))
 
 
 def build_torch_loader(
-    dataset: Dataset[Any], keys: KeyedSampler, params: DataLoaderParams
+    dataset: Dataset[Any], keys: BatchKeys, params: DataLoaderParams
 ) -> DataLoader[Any]:
-    """The ``torch.utils.data.DataLoader`` that reads ``dataset`` with ``keys``, per ``params``."""
+    """The ``torch.utils.data.DataLoader`` that reads ``dataset`` in ``keys``' batches."""
     if isinstance(dataset, IterableDataset):
         raise ConfigurationError(
             f"dataset must be a map-style Dataset (with __getitem__ and __len__), got the "
@@ -82,13 +144,13 @@ def build_torch_loader(
     generator = torch.Generator()
     generator.manual_seed(keys.sampler.seed)
     return DataLoader(
-        SeededDataset(dataset),
-        batch_size=params.batch_size,
-        sampler=keys,
+        SeededDataset(
+            dataset, params.resolved_collate_fn(), seeded=_needs_seeding(dataset, params)
+        ),
+        batch_sampler=keys,  # type: ignore[arg-type]  # keys, not index lists: see SeededDataset
         num_workers=params.num_workers,
-        collate_fn=params.resolved_collate_fn(),
+        collate_fn=first_of,
         pin_memory=params.pin_memory,
-        drop_last=params.drop_last,
         timeout=params.timeout,
         worker_init_fn=params.worker_init_fn,
         multiprocessing_context=params.multiprocessing_context,
@@ -134,6 +196,8 @@ class ResumableDataLoader(Generic[T]):
         timeout: seconds to wait for a batch from the workers.
         worker_init_fn: called in each worker with its id.
         multiprocessing_context: ``"fork"``, ``"spawn"``, ``"forkserver"`` or ``None``.
+        seed_batches: seed the RNGs per batch (see :class:`DataLoaderParams`); ``None`` seeds
+            unless the dataset and collate function provably draw no random numbers.
 
     Raises:
         ConfigurationError: a setting is invalid (see :class:`DataLoaderParams`), the dataset is
@@ -155,6 +219,7 @@ class ResumableDataLoader(Generic[T]):
         timeout: float = 0.0,
         worker_init_fn: Callable[[int], None] | None = None,
         multiprocessing_context: str | None = None,
+        seed_batches: bool | None = None,
     ) -> None:
         """Check the settings and build the ``DataLoader`` underneath (no worker starts yet)."""
         if not isinstance(sampler, ResumableSampler):
@@ -172,10 +237,11 @@ class ResumableDataLoader(Generic[T]):
             timeout=timeout,
             worker_init_fn=worker_init_fn,
             multiprocessing_context=multiprocessing_context,
+            seed_batches=seed_batches,
         )
         self._sampler = sampler
         self._params = params
-        self._keys = KeyedSampler(sampler)
+        self._keys = BatchKeys(sampler, params.batch_size, drop_last=params.drop_last)
         self._loader = build_torch_loader(dataset, self._keys, params)
         self.dataset = dataset
 
@@ -200,6 +266,7 @@ class ResumableDataLoader(Generic[T]):
             timeout=params.timeout,
             worker_init_fn=params.worker_init_fn,
             multiprocessing_context=params.multiprocessing_context,
+            seed_batches=params.seed_batches,
         )
 
     @property
@@ -217,14 +284,9 @@ class ResumableDataLoader(Generic[T]):
         """Worker processes (0: the main process loads)."""
         return self._params.num_workers
 
-    def _batches(self, samples: int) -> int:
-        if self._params.drop_last:
-            return samples // self._params.batch_size
-        return math.ceil(samples / self._params.batch_size)
-
     def __len__(self) -> int:
         """Batches left in the current epoch on this rank."""
-        return self._batches(self._sampler.rank_count())
+        return self._keys.batches(self._sampler.rank_count())
 
     def __iter__(self) -> Iterator[T]:
         """The remaining batches of the current epoch; each delivered batch is counted."""
@@ -232,7 +294,7 @@ class ResumableDataLoader(Generic[T]):
         start = sampler._claim()
         generation = sampler._generation
         count = sampler.rank_count(start)
-        batches = self._batches(count)
+        batches = self._keys.batches(count)
         if batches == 0:
             sampler._advance_to(generation, sampler.dataset_size)
             sampler._warn_if_done(start)

@@ -19,10 +19,10 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FeistelPermutation", "derive_key", "mix64"]
+__all__ = ["GOLDEN", "MASK64", "FeistelPermutation", "derive_key", "mix64", "mix_int"]
 
-_MASK64: Final = (1 << 64) - 1
-_GOLDEN: Final = 0x9E3779B97F4A7C15
+MASK64: Final = (1 << 64) - 1
+GOLDEN: Final = 0x9E3779B97F4A7C15
 _ROUNDS: Final = 4
 
 IndexArray = npt.NDArray[np.int64]
@@ -47,10 +47,11 @@ def mix64(values: npt.NDArray[np.uint64]) -> SeedArray:
     return z
 
 
-def _mix_int(value: int) -> int:
-    z = value & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+def mix_int(value: int) -> int:
+    """:func:`mix64` of one Python int (taken modulo 2**64)."""
+    z = value & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
     return z ^ (z >> 31)
 
 
@@ -68,7 +69,7 @@ def derive_key(*parts: int) -> int:
     """
     key = 0
     for part in parts:
-        key = _mix_int(key * _GOLDEN + (part & _MASK64) + _GOLDEN)
+        key = mix_int(key * GOLDEN + (part & MASK64) + GOLDEN)
     return key
 
 

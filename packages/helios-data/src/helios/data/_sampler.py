@@ -33,7 +33,7 @@ from torch.utils.data import Sampler
 from helios.core import ConfigurationError, ResumeError
 from helios.data._permutation import FeistelPermutation, derive_key, mix64
 
-__all__ = ["ResumableSampler"]
+__all__ = ["SAMPLE_STREAM", "ResumableSampler"]
 
 # Indices are computed at most this many at a time: large enough for NumPy to run at full speed,
 # small enough to stay in cache and to bound memory whatever the dataset size. The first chunk of
@@ -43,7 +43,7 @@ _FIRST_CHUNK: Final = 1 << 10
 _STATE_VERSION: Final = 1
 _MAX_SEED: Final = 2**64 - 1
 _ORDER_STREAM: Final = 1
-_SAMPLE_STREAM: Final = 2
+SAMPLE_STREAM: Final = 2
 _GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -101,7 +101,7 @@ class ResumableSampler(Sampler[int]):
     Args:
         data_source: the dataset (anything with ``len``) or its length.
         shuffle: random order (a seeded Feistel bijection, O(1) memory) or ``0, 1, 2, ...``.
-        seed: the order's seed, in ``[0, 2**64 - 1]``; also seeds per-sample randomness in
+        seed: the order's seed, in ``[0, 2**64 - 1]``; also seeds each batch's randomness in
             :class:`~helios.data.ResumableDataLoader`.
         num_replicas: how many ranks share the data.
         rank: this process's rank, in ``[0, num_replicas)``.
@@ -159,7 +159,7 @@ class ResumableSampler(Sampler[int]):
 
     @property
     def seed(self) -> int:
-        """The seed of the order and of per-sample randomness."""
+        """The seed of the order and of the batches' randomness."""
         return self._seed
 
     @property
@@ -271,7 +271,7 @@ class ResumableSampler(Sampler[int]):
         A pure function of ``(seed, epoch, position)``: the sample at a given position gets the
         same seed whatever the number of workers or ranks and wherever the run was resumed.
         """
-        base = np.uint64(derive_key(self._seed, epoch, _SAMPLE_STREAM))
+        base = np.uint64(derive_key(self._seed, epoch, SAMPLE_STREAM))
         return mix64(positions.astype(np.uint64) * _GOLDEN + base)
 
     def rank_positions(self, start: int, first: int, stop: int) -> npt.NDArray[np.int64]:
