@@ -35,7 +35,7 @@ class Payload:
 
 def forge(path: Path, state: dict[str, Any], *, step: int) -> None:
     """A file with a valid header and hash around whatever ``state`` pickles to."""
-    with path.open("wb", buffering=0) as file:
+    with path.open("w+b", buffering=0) as file:
         write_checkpoint(file, state, step=step, epoch=0, wall_time=0.0, metrics={})
 
 

@@ -61,7 +61,7 @@ def test_real_file_too_large(store_with_two: DirectoryCheckpointStore) -> None:
 def test_injected_disk_full(
     store_with_two: DirectoryCheckpointStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_write_all = _format._HashingSink._write_all
+    real_write_all = _format._PayloadSink._write_all
     written = [0]
 
     def fill_up(self: Any, view: memoryview) -> None:
@@ -70,7 +70,7 @@ def test_injected_disk_full(
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write_all(self, view)
 
-    monkeypatch.setattr(_format._HashingSink, "_write_all", fill_up)
+    monkeypatch.setattr(_format._PayloadSink, "_write_all", fill_up)
     with pytest.raises(CheckpointError, match="No space left on device") as caught:
         store_with_two.save(make_state(3), step=3, epoch=0)
     assert isinstance(caught.value.__cause__, OSError)

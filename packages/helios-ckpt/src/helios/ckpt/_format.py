@@ -22,8 +22,9 @@ Layout (all integers little-endian)::
 The payload's size and SHA-256 are what :class:`~helios.core.CheckpointInfo` reports, so
 ``tail -c SIZE FILE | sha256sum`` reproduces ``info.sha256``. The header has its own digest, so a
 flipped byte anywhere in the file is caught. The payload is written straight into the file
-(no copy of the state in memory) while a second thread hashes it; the fixed-size prelude is
-written last, over the placeholder it reserved.
+(no copy of the state in memory) while a second thread reads it back from the page cache and
+hashes it; the payload's ``fsync`` overlaps the end of the hash, and the fixed-size prelude is
+written last, over the placeholder it reserved, and synced on its own (one page).
 """
 
 from __future__ import annotations
@@ -68,7 +69,6 @@ _MAGIC = b"HELIOSCKPT"
 _PRELUDE = struct.Struct("<10sHIQ32s32s")
 PRELUDE_SIZE = _PRELUDE.size  # 88
 _MAX_HEADER = 1 << 24  # a header is a few hundred bytes; anything larger is damage
-_PARALLEL_HASH_MIN = 1 << 20  # below this, hashing inline is cheaper than a thread hand-off
 _READ_CHUNK = 8 << 20
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -111,40 +111,31 @@ class Header:
         )
 
 
-class _HashingSink:
-    """The file object ``torch.save`` writes to: every byte goes to the file and the hash.
+class _PayloadSink:
+    """The file object ``torch.save`` writes to: bytes go to the file; progress is published.
 
-    Large writes (tensor data) are hashed on a helper thread while this thread writes them;
-    both release the GIL, so the hash costs little wall time on a machine with a spare core.
+    The payload is hashed by :class:`_TrailingHasher`, which reads back what was written (from
+    the page cache) on a second thread, behind the writer: the hash is never on the writer's
+    path, and it needs no copy of the bytes ``torch.save`` passes (some of which it frees as
+    soon as ``write`` returns).
     """
 
-    def __init__(self, file: IO[bytes], pool: ThreadPoolExecutor) -> None:
+    def __init__(self, file: IO[bytes], hasher: _TrailingHasher) -> None:
         self._file = file
-        self._pool = pool
-        self._hash = hashlib.sha256()
+        self._hasher = hasher
         self.size = 0
         self.error: OSError | None = None
 
     def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data).cast("B")
         try:
-            return self._write(data)
+            self._write_all(view)
         except OSError as exc:
             # torch's writer reports a failed write as "unexpected pos"; keep the real cause
             self.error = exc
             raise
-
-    def _write(self, data: bytes | memoryview) -> int:
-        view = memoryview(data).cast("B")
-        if len(view) >= _PARALLEL_HASH_MIN:
-            hashed = self._pool.submit(self._hash.update, view)
-            try:
-                self._write_all(view)
-            finally:
-                hashed.result()
-        else:
-            self._hash.update(view)
-            self._write_all(view)
         self.size += len(view)
+        self._hasher.written(self.size)
         return len(view)
 
     def _write_all(self, view: memoryview) -> None:
@@ -157,8 +148,67 @@ class _HashingSink:
     def flush(self) -> None:
         self._file.flush()
 
-    def digest(self) -> bytes:
-        return self._hash.digest()
+
+def _read_at(fd: int, view: memoryview, offset: int) -> int:
+    """Read into ``view`` from ``offset`` without moving the file position (the writer's)."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    data = os.pread(fd, len(view), offset)
+    view[: len(data)] = data
+    return len(data)
+
+
+class _TrailingHasher:
+    """SHA-256 of a file region that is being written, read back behind the writer.
+
+    The writer reports how many payload bytes it has written; this thread reads them back with
+    ``pread`` (page-cache hits) and hashes them, chunk by chunk, while the writer goes on. When
+    the writer is done, what is left to hash overlaps the file's ``fsync``. Both ``pread`` and
+    ``hashlib`` release the GIL, so on a machine with a spare core the hash costs little time.
+    """
+
+    _CHUNK = 4 << 20
+
+    def __init__(self, fd: int, offset: int) -> None:
+        self._fd = fd
+        self._offset = offset
+        self._hash = hashlib.sha256()
+        self._hashed = 0
+        self._available = 0
+        self._done = False
+        self._condition = threading.Condition()
+
+    def written(self, size: int) -> None:
+        """The writer has written ``size`` payload bytes in all."""
+        with self._condition:
+            self._available = size
+            if size - self._hashed >= self._CHUNK:
+                self._condition.notify()
+
+    def finish(self) -> None:
+        """The writer has written everything."""
+        with self._condition:
+            self._done = True
+            self._condition.notify()
+
+    def run(self) -> bytes:
+        """Hash until the writer has finished and every byte is hashed; the raw digest."""
+        buffer = bytearray(self._CHUNK)
+        view = memoryview(buffer)
+        while True:
+            with self._condition:
+                while not self._done and self._available - self._hashed < self._CHUNK:
+                    self._condition.wait()
+                available, done = self._available, self._done
+            while self._hashed < available:
+                count = min(self._CHUNK, available - self._hashed)
+                got = _read_at(self._fd, view[:count], self._offset + self._hashed)
+                if got <= 0:
+                    raise OSError(f"read back {got} bytes of the checkpoint being written")
+                self._hash.update(view[:got])
+                self._hashed += got
+            if done:
+                return self._hash.digest()
 
 
 _CRC32_LOCK = threading.Lock()
@@ -191,7 +241,9 @@ def write_checkpoint(
     wall_time: float,
     metrics: Mapping[str, float],
 ) -> tuple[int, str]:
-    """Write a whole checkpoint into ``file`` (open, empty, unbuffered) and fsync it.
+    """Write a whole checkpoint into ``file`` (open to read and write, empty, unbuffered), synced.
+
+    The payload is read back from ``file`` to be hashed, so it must be readable too.
 
     Returns:
         The payload's size in bytes and its hex SHA-256.
@@ -210,8 +262,11 @@ def write_checkpoint(
     ).encode()
     file.write(bytes(PRELUDE_SIZE))  # placeholder: a crash before the end leaves no magic
     file.write(header)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="helios-ckpt-hash") as pool:
-        sink = _HashingSink(file, pool)
+    fd = file.fileno()
+    hasher = _TrailingHasher(fd, PRELUDE_SIZE + len(header))
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="helios-ckpt") as pool:
+        hashed = pool.submit(hasher.run)
+        sink = _PayloadSink(file, hasher)
         try:
             with _without_crc32():
                 torch.save(dict(state), sink)  # type: ignore[arg-type]
@@ -219,19 +274,26 @@ def write_checkpoint(
             if sink.error is not None:
                 raise sink.error from exc
             raise
+        finally:
+            hasher.finish()
+        # The payload goes to disk while the hash catches up.
+        synced = pool.submit(os.fsync, fd)
+        digest = hashed.result()
+        synced.result()
     prelude = _PRELUDE.pack(
         _MAGIC,
         FORMAT_VERSION,
         len(header),
         sink.size,
-        sink.digest(),
+        digest,
         hashlib.sha256(header).digest(),
     )
     file.seek(0)
     file.write(prelude)
     file.flush()
-    os.fsync(file.fileno())
-    return sink.size, sink.digest().hex()
+    # Only the first page changed, not the size: its data alone needs syncing.
+    getattr(os, "fdatasync", os.fsync)(fd)
+    return sink.size, digest.hex()
 
 
 def read_header(file: IO[bytes], path: Path) -> Header:

@@ -51,10 +51,16 @@ _LOG = logging.getLogger("helios.ckpt")
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
 _TEMPORARY = re.compile(r"^\.step-\d{8,}\.pt\.[0-9a-f]+\.tmp$")
 _O_FLAGS = (
-    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 )
 
 Ref = CheckpointInfo | str | os.PathLike[str]
+_VERIFIED_KEPT = 8
+
+
+def _identity(stat: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever a file's content may have: any write, truncation or rename."""
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def _file_name(step: int) -> str:
@@ -143,6 +149,10 @@ class DirectoryCheckpointStore:
         self._staging: builtins.list[torch.Tensor] = []  # CPU copies, reused by async saves
         self._lock = threading.Lock()
         self._closed = False
+        # Files this store hashed, by identity (device, inode, size, mtime, ctime): loading one
+        # of them right after latest()/best()/verify() does not hash 200 MB a second time. Any
+        # write or rename changes the identity, so a file changed since is hashed again.
+        self._verified: dict[Path, tuple[tuple[int, ...], _format.Header]] = {}
 
     @property
     def directory(self) -> Path:
@@ -326,7 +336,7 @@ class DirectoryCheckpointStore:
             # Not mkstemp: its files are private (0600); a checkpoint gets the umask's mode.
             temporary = str(self._directory / f".{final.name}.{secrets.token_hex(8)}.tmp")
             fd = os.open(temporary, _O_FLAGS, 0o666)
-            with open(fd, "wb", buffering=0) as file:
+            with open(fd, "r+b", buffering=0) as file:
                 size, sha256 = _format.write_checkpoint(
                     file, state, step=step, epoch=epoch, wall_time=wall_time, metrics=metrics
                 )
@@ -458,12 +468,14 @@ class DirectoryCheckpointStore:
     def _open_verified(
         self, path: Path, expected: CheckpointInfo | None, file: IO[bytes]
     ) -> _format.Header:
+        identity = _identity(os.fstat(file.fileno()))
+        known = self._verified.get(path)
+        if known is not None and known[0] == identity:
+            header = known[1]
+            self._check_expected(path, expected, header)
+            return header
         header = self._checked_header(file, path)
-        if expected is not None and expected.sha256 and expected.sha256 != header.sha256:
-            raise _format.CheckpointIntegrityError(
-                f"checkpoint {path} was replaced since it was listed: its SHA-256 is "
-                f"{header.sha256}, the CheckpointInfo says {expected.sha256}"
-            )
+        self._check_expected(path, expected, header)
         try:
             _format.verify_payload(file, header)
         except OSError as exc:
@@ -474,7 +486,20 @@ class DirectoryCheckpointStore:
             _migrations.check_migratable(header.format_version, path)
         except CheckpointError as exc:
             raise _format.CheckpointIntegrityError(str(exc)) from exc
+        if len(self._verified) >= _VERIFIED_KEPT:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[path] = (identity, header)
         return header
+
+    @staticmethod
+    def _check_expected(
+        path: Path, expected: CheckpointInfo | None, header: _format.Header
+    ) -> None:
+        if expected is not None and expected.sha256 and expected.sha256 != header.sha256:
+            raise _format.CheckpointIntegrityError(
+                f"checkpoint {path} was replaced since it was listed: its SHA-256 is "
+                f"{header.sha256}, the CheckpointInfo says {expected.sha256}"
+            )
 
     def verify(self, ref: Ref) -> None:
         """Check that a checkpoint is whole: header, size, SHA-256 and a readable format.
