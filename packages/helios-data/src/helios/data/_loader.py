@@ -25,6 +25,7 @@ from helios.core import ConfigurationError
 from helios.data._params import DataLoaderParams
 from helios.data._sampler import ResumableSampler, chunks
 from helios.data._seeding import SampleKey, SeededDataset
+from helios.data._worker_signals import StopSafeDataLoader
 
 __all__ = ["ResumableDataLoader", "build_torch_loader"]
 
@@ -81,7 +82,7 @@ def build_torch_loader(
         )
     generator = torch.Generator()
     generator.manual_seed(keys.sampler.seed)
-    return DataLoader(
+    return StopSafeDataLoader(  # workers ignore stop signals: see _worker_signals
         SeededDataset(dataset),
         batch_size=params.batch_size,
         sampler=keys,
