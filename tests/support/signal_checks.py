@@ -54,8 +54,7 @@ def job_environment() -> dict[str, str]:
 
 
 def _started(run_dir: Path) -> bool:
-    metrics = run_dir / "metrics.jsonl"
-    return metrics.exists() and bool(metrics.read_text().strip())
+    return any(run_dir.glob("started-*"))
 
 
 def run_job(
@@ -70,14 +69,14 @@ def run_job(
     """Run a job to its end, signalling its process group with ``stop`` on the way.
 
     The signal goes when every rank waits at ``settings["wait_at"]``, or, with ``delay``, that
-    many seconds after the job logged its first step (a random moment, for the stress script).
+    many seconds after training started (a random moment, for the stress script).
 
     Returns:
         The job's exit status and its output.
     """
     run_dir = Path(settings["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    for old in run_dir.glob("waiting-*"):
+    for old in [*run_dir.glob("waiting-*"), *run_dir.glob("started-*")]:
         old.unlink()
     job = subprocess.Popen(
         job_command(settings, launcher),

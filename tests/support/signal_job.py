@@ -6,7 +6,9 @@ Run it as a job is run: ``python tests/support/signal_job.py SETTINGS_JSON`` (on
 has arrived, so whoever signals (a test, tools/stress/signals.py) does it at a known step, as a
 scheduler would: ``os.killpg`` of the job's process group. A rank that leaves with
 ``SystemExit`` writes its status to ``RUN_DIR/exit-<rank>`` (torchrun does not report it).
-Settings besides toy_training's: ``wait_at`` and ``persistent_workers``.
+Settings besides toy_training's: ``wait_at``, ``persistent_workers`` and ``step_seconds`` (a
+pause after every step, so that a signal sent at a random moment falls inside the run). Every
+rank writes ``RUN_DIR/started-<rank>`` when training starts.
 """
 
 from __future__ import annotations
@@ -44,13 +46,18 @@ _signals.StopSignals._handle = _recording_handle  # type: ignore[method-assign]
 class WaitingModel(ToyModel):
     """Waits after optimizer step ``wait_at`` until a stop signal has reached this process."""
 
-    def __init__(self, wait_at: int | None, run_dir: str) -> None:
+    def __init__(self, wait_at: int | None, run_dir: str, step_seconds: float = 0.0) -> None:
         super().__init__()
         self.wait_at = wait_at
         self.run_dir = run_dir
+        self.step_seconds = step_seconds
+
+    def on_training_start(self) -> None:
+        Path(self.run_dir, f"started-{os.environ.get('RANK', '0')}").write_text("")
 
     def on_training_batch_end(self, state: TrainingState) -> None:
         super().on_training_batch_end(state)
+        time.sleep(self.step_seconds)
         if self.wait_at is None or state.step != self.wait_at:
             return
         self.wait_at = None  # once
@@ -75,7 +82,9 @@ class SignalData(ToyData):
 
 def run(settings: dict[str, Any]) -> None:
     settings = dict(settings)
-    model = WaitingModel(settings.pop("wait_at", None), settings["run_dir"])
+    model = WaitingModel(
+        settings.pop("wait_at", None), settings["run_dir"], settings.pop("step_seconds", 0.0)
+    )
     data = SignalData(settings.pop("workers", 0), settings.pop("persistent_workers", False))
     settings.setdefault("progress", False)
     settings.setdefault("tensorboard", False)
