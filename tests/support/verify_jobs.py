@@ -49,3 +49,23 @@ class Unseeded(WellBehaved):
     def train_step(self, batch: Any, state: TrainingState) -> torch.Tensor:
         x, y = batch
         return nn.functional.cross_entropy(self.net(x * (1 + 0.1 * self.noise.random())), y)
+
+
+class EpochStartFromPrivateGenerator(WellBehaved):
+    """Picks a per-epoch input scale in ``on_training_epoch_start`` from an unsaved generator.
+
+    Reproducible (the generator is seeded), but a resumed process restarts it from its seed, so
+    the epoch after a resume draws another scale: exposed by stops at an epoch's end.
+    """
+
+    def setup(self) -> None:
+        super().setup()
+        self.curriculum = torch.Generator().manual_seed(3)
+        self.scale = 1.0
+
+    def on_training_epoch_start(self, epoch: int) -> None:
+        self.scale = 0.5 + float(torch.rand((), generator=self.curriculum))
+
+    def train_step(self, batch: Any, state: TrainingState) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x * self.scale), y)

@@ -39,6 +39,7 @@ from helios.data._params import DataLoaderParams
 from helios.data._permutation import GOLDEN, MASK64, derive_key, mix_int
 from helios.data._sampler import SAMPLE_STREAM, ResumableSampler, chunks
 from helios.data._seeding import BatchKey, SeededDataset, first_of
+from helios.data._worker_signals import StopSafeDataLoader
 
 __all__ = ["ResumableDataLoader", "build_torch_loader"]
 
@@ -143,11 +144,11 @@ def build_torch_loader(
         )
     generator = torch.Generator()
     generator.manual_seed(keys.sampler.seed)
-    return DataLoader(
+    return StopSafeDataLoader(  # workers ignore stop signals: see _worker_signals
         SeededDataset(
             dataset, params.resolved_collate_fn(), seeded=_needs_seeding(dataset, params)
         ),
-        batch_sampler=keys,  # type: ignore[arg-type]  # keys, not index lists: see SeededDataset
+        batch_sampler=keys,
         num_workers=params.num_workers,
         collate_fn=first_of,
         pin_memory=params.pin_memory,

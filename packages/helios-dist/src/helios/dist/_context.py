@@ -58,6 +58,33 @@ def first_failure_time() -> float | None:
     return _first_failure
 
 
+# What backends say when the peer's end of a connection went away: the process died or left.
+_PEER_GONE = (
+    "connection closed by peer",
+    "connection reset by peer",
+    "broken pipe",
+    "socket closed",
+    "remote process exited",
+    "econnreset",
+)
+
+
+def _what_happened(error: BaseException, timeout: timedelta) -> str:
+    """The likely story behind a failed collective, from the backend's error text."""
+    text = str(error).lower()
+    if any(phrase in text for phrase in _PEER_GONE):
+        return (
+            "another rank's process died or left the group (its connection closed): it failed, "
+            "was killed, or stopped without this rank"
+        )
+    if "timed out" in text or "timeout" in text:
+        return (
+            f"another rank did not arrive within {timeout}: it is stuck, much slower, or took a "
+            "different path (a stop or an exception on that rank only)"
+        )
+    return "another rank has probably failed or stopped"
+
+
 class CollectiveError(HeliosError):
     """A collective did not complete: another rank failed, left, or missed the timeout.
 
@@ -341,8 +368,8 @@ class TorchDistributed:
         except RuntimeError as error:
             raise CollectiveError(
                 f"{name} failed on rank {self.rank} of {self.world_size} (node {self.node_rank}):"
-                f" another rank has probably failed or stopped, or did not arrive within "
-                f"{self._timeout}. Look for the first error of the other ranks. Cause: {error}"
+                f" {_what_happened(error, self._timeout)}. Look for the first error of the other "
+                f"ranks. Cause: {error}"
             ) from error
 
     def barrier(self) -> None:

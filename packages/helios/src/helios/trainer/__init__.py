@@ -7,7 +7,19 @@ other Helios packages and each can be replaced by an object of the user's.
 
 from __future__ import annotations
 
-from helios.trainer._signals import RESUMABLE_EXIT_CODE, STOP_SIGNALS, TrainingAbortedError
+from helios.trainer._signals import (
+    RESUMABLE_EXIT_CODE,
+    SAME_REQUEST_SECONDS,
+    STOP_SIGNALS,
+    TrainingAbortedError,
+)
 from helios.trainer._trainer import FitResult, Trainer
 
-__all__ = ["RESUMABLE_EXIT_CODE", "STOP_SIGNALS", "FitResult", "Trainer", "TrainingAbortedError"]
+__all__ = [
+    "RESUMABLE_EXIT_CODE",
+    "SAME_REQUEST_SECONDS",
+    "STOP_SIGNALS",
+    "FitResult",
+    "Trainer",
+    "TrainingAbortedError",
+]

@@ -4,6 +4,13 @@ Schedulers (SLURM, Kubernetes) pre-empt a job with a signal and a grace period. 
 signal asks the trainer to finish the current optimizer step, write a checkpoint and exit with
 :data:`RESUMABLE_EXIT_CODE`; a second one aborts at once by raising
 :class:`TrainingAbortedError` (no checkpoint: the run resumes from the last good one).
+
+One request often reaches a rank by two paths: directly (``os.killpg`` of the job's process
+group, Ctrl-C in a terminal, SLURM signalling every process of the step) and again through its
+launcher, which relays what it received (Helios' own auto-spawn, ``torchrun``). Arrivals within
+:data:`SAME_REQUEST_SECONDS` of the first count as that one request; only a signal after that
+window is a second request, and aborts. DataLoader workers ignore stop signals altogether (see
+``helios.data._worker_signals``): the rank's graceful stop ends them.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 import types
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +28,7 @@ from helios.core import HeliosError
 
 __all__ = [
     "RESUMABLE_EXIT_CODE",
+    "SAME_REQUEST_SECONDS",
     "STOP_SIGNALS",
     "ForwardSignals",
     "StopSignals",
@@ -31,6 +40,10 @@ __all__ = [
 RESUMABLE_EXIT_CODE = 75
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+#: Stop signals arriving within this many seconds of the first one are the same request (sent
+#: to the process group and relayed by a launcher); a signal after it aborts.
+SAME_REQUEST_SECONDS = 3.0
 
 
 class TrainingAbortedError(HeliosError):
@@ -66,21 +79,31 @@ class _SignalScope:
 
 
 class StopSignals(_SignalScope):
-    """Records the first stop signal; raises :class:`TrainingAbortedError` on the second."""
+    """Records the first stop request; raises :class:`TrainingAbortedError` on a second one.
 
-    def __init__(self) -> None:
+    Args:
+        same_request_seconds: arrivals this soon after the first belong to the same request
+            (the process group's copy and the launcher's relay of one signal).
+    """
+
+    def __init__(self, same_request_seconds: float = SAME_REQUEST_SECONDS) -> None:
         """Create the handler set; nothing is installed until the block is entered."""
         super().__init__()
         self.requested: signal.Signals | None = None
+        self.same_request_seconds = same_request_seconds
+        self._first_arrival = 0.0
 
     def _handle(self, number: int, frame: types.FrameType | None) -> None:
         received = signal.Signals(number)
-        if self.requested is not None:
+        now = time.monotonic()
+        if self.requested is None:
+            self.requested, self._first_arrival = received, now
+            return
+        if now - self._first_arrival > self.same_request_seconds:
             raise TrainingAbortedError(
                 f"{received.name} received while stopping after {self.requested.name}: aborting "
                 "without a checkpoint"
             )
-        self.requested = received
 
 
 class ForwardSignals(_SignalScope):

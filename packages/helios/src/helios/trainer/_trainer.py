@@ -656,7 +656,9 @@ class _FitRun:
         self.last_checkpoint_step: int | None = None
         self.last_checkpoint: Path | None = None
         self.last_valid_step: int | None = None
+        self.epoch_start_rng: dict[str, Any] | None = None
         self.finished = False
+        self.finished_before = False
         self.stopped_by_model = False
         self.interrupted = False
         self.resumed_from: Path | None = None
@@ -697,7 +699,9 @@ class _FitRun:
         )
         try:
             self._resume_or_start()
-            if self._complete():
+            # A run that reached its end but was stopped before the end-of-run work (final
+            # validation, on_training_end, the finished checkpoint) goes on to do it.
+            if self._complete() and self.finished_before:
                 self.logger.info(
                     "the run in %s is already complete (step %d, epoch %d): nothing to train",
                     trainer.run_dir,
@@ -851,6 +855,7 @@ class _FitRun:
             self.own_scaler.load_state_dict(own)
         self.train_means.load_state_dict(checkpoint["train_means"])
         self.stopped_by_model = bool(saved["stopped_by_model"])
+        self.finished_before = bool(saved["finished"])
         self.metric_logger.resume(self.state.step)
         self.last_checkpoint_step = self.state.step
         self.last_checkpoint = path
@@ -860,6 +865,9 @@ class _FitRun:
         rng_states = checkpoint["rng"]
         if saved["world_size"] == context.world_size and context.rank < len(rng_states):
             restore_rng_state(rng_states[context.rank])
+            epoch_start = checkpoint.get("epoch_start_rng")
+            if epoch_start is not None and context.rank < len(epoch_start):
+                self.epoch_start_rng = epoch_start[context.rank]
         else:
             self.logger.warning(
                 "resuming %d process(es) from a checkpoint of %d: RNG streams restart from the "
@@ -944,7 +952,7 @@ class _FitRun:
         )
 
     def _train_epoch(self) -> None:
-        model, state, trainer = self.model, self.state, self.trainer
+        state, trainer = self.state, self.trainer
         self.data.set_epoch(state.epoch)
         loader = self.data.train_dataloader()
         if loader is None:
@@ -955,10 +963,14 @@ class _FitRun:
                 f"{type(loader).__name__} without len(): the trainer needs the number of batches "
                 "left in the epoch"
             )
-        epoch_length = state.batch_in_epoch + len(loader)
+        left = len(loader)
+        epoch_length = state.batch_in_epoch + left
         if epoch_length == 0:
             raise ConfigurationError(f"{type(self.data).__name__} yields no training batches")
-        model.on_training_epoch_start(state.epoch)
+        if left == 0:  # a checkpoint of an older format, written before its epoch-end work
+            self._after_step(epoch_done=True, step_done=False)
+            return
+        self._start_epoch()
         if trainer.unit == "epoch":
             description = f"epoch {state.epoch + 1}/{trainer.total}"
             self.bar = self._progress_bar(epoch_length, state.batch_in_epoch, description)
@@ -975,7 +987,9 @@ class _FitRun:
                     1 if trainer.unit == "iteration" else state.batch_in_epoch - window_start
                 )
             window_start = state.batch_in_epoch
-            if self._after_step():
+            if state.batch_in_epoch == epoch_length:
+                continue  # the loader ends here (its workers with it); the epoch's end follows
+            if self._after_step(epoch_done=False):
                 return
         if state.batch_in_epoch != epoch_length:
             raise ResumeError(
@@ -985,7 +999,27 @@ class _FitRun:
         if trainer.unit == "epoch" and self.bar is not None:
             self.bar.close()
             self.bar = None
-        self._end_epoch()
+        self._after_step(epoch_done=True)
+
+    def _start_epoch(self) -> None:
+        """Call ``on_training_epoch_start``; on a resume inside the epoch, exactly as it ran first.
+
+        At an epoch's start the RNG state is captured before the hook (and checkpointed). A run
+        resumed inside the epoch calls the hook again, so that what it sets up (a curriculum, a
+        mask, frozen layers) is there again, with the RNG state of the epoch's start: it draws
+        what it drew the first time. The checkpoint's RNG state is put back afterwards, so the
+        next batch draws exactly what the uninterrupted run drew.
+        """
+        model, state = self.model, self.state
+        if state.batch_in_epoch == 0:
+            self.epoch_start_rng = capture_rng_state()
+            model.on_training_epoch_start(state.epoch)
+            return
+        resumed_rng = capture_rng_state()
+        if self.epoch_start_rng is not None:
+            restore_rng_state(self.epoch_start_rng)
+        model.on_training_epoch_start(state.epoch)
+        restore_rng_state(resumed_rng)
 
     def _train_batch(self, batch: Any, *, window: int, last_in_window: bool) -> None:
         model, state = self.model, self.state
@@ -1047,20 +1081,37 @@ class _FitRun:
         for scheduler in self.schedulers:
             scheduler.step()
 
-    def _after_step(self) -> bool:
-        """Logging, validation, checkpoints and stop checks after an optimizer step.
+    def _after_step(self, *, epoch_done: bool, step_done: bool = True) -> bool:
+        """Logging, validation, the epoch's end, checkpoints and stop checks after a step.
+
+        The checkpoint of a step comes after all of that step's work (its epoch-end validation
+        included), so a run resumed from it repeats none of it. A stop requested on the run's
+        last step still lets the end-of-run work happen (see :meth:`_train`).
+
+        Args:
+            epoch_done: this step ended the epoch.
+            step_done: an optimizer step was just taken (``False`` only to finish an epoch
+                whose last step an older checkpoint holds).
 
         Returns:
             Whether the epoch loop must end now.
         """
         state, trainer = self.state, self.trainer
-        if state.step % trainer.log_every == 0:
+        checkpoint_due = False
+        if step_done and state.step % trainer.log_every == 0:
             self._log_training()
-        if trainer.unit == "iteration":
+        if step_done and trainer.unit == "iteration":
             if trainer.valid_every is not None and state.step % trainer.valid_every == 0:
                 self._validate()
-            if trainer.checkpoint_every is not None and state.step % trainer.checkpoint_every == 0:
-                self._checkpoint()
+            every = trainer.checkpoint_every
+            checkpoint_due = every is not None and state.step % every == 0
+        if epoch_done:
+            self._end_epoch()
+            if self._due_at_epoch_end(trainer.valid_every) and self.last_valid_step != state.step:
+                self._validate()
+            checkpoint_due = checkpoint_due or self._due_at_epoch_end(trainer.checkpoint_every)
+        if checkpoint_due:
+            self._checkpoint()
         stop = self.signals.requested is not None
         stop_by_model = self.model.should_training_stop()
         # One collective per step in the common case; a second only on the step that stops.
@@ -1075,6 +1126,11 @@ class _FitRun:
             return True
         if stop:
             name = self.signals.requested.name if self.signals.requested else "a stop signal"
+            if self._complete():
+                self.logger.warning(
+                    "%s received on the last step (%d): finishing the run", name, state.step
+                )
+                return True
             self.logger.warning(
                 "%s received: stopping after step %d and writing a checkpoint", name, state.step
             )
@@ -1083,17 +1139,13 @@ class _FitRun:
         return self._complete()
 
     def _end_epoch(self) -> None:
-        model, state, trainer = self.model, self.state, self.trainer
+        model, state = self.model, self.state
         model.on_training_epoch_end(state.epoch)
         if model.scheduler_interval == "epoch" and self.automatic:
             self._step_schedulers()
         state.epoch += 1
         state.batch_in_epoch = 0
         self.data.set_epoch(state.epoch)
-        if self._due_at_epoch_end(trainer.valid_every):
-            self._validate()
-        if self._due_at_epoch_end(trainer.checkpoint_every):
-            self._checkpoint()
 
     def _due_at_epoch_end(self, every: int | None) -> bool:
         """Whether a cadence of ``every`` units (``None``: every epoch) falls on this epoch end."""
@@ -1162,7 +1214,8 @@ class _FitRun:
     def _checkpoint(self) -> None:
         """Write a checkpoint of this step (collective: every rank gives its RNG state)."""
         context, state = self.context, self.state
-        rng_states = context.all_gather_object(capture_rng_state())
+        gathered = context.all_gather_object((capture_rng_state(), self.epoch_start_rng))
+        rng_states = [now for now, _ in gathered]
         if context.is_main_process and self.store is not None:
             checkpoint = {
                 "format": _FORMAT,
@@ -1170,6 +1223,8 @@ class _FitRun:
                 "training_state": state.state_dict(),
                 "data": self.data.state_dict(),
                 "rng": rng_states,
+                # what on_training_epoch_start drew from, for a resume inside this epoch
+                "epoch_start_rng": [start for _, start in gathered],
                 "scaler": (
                     self.own_scaler.state_dict() if getattr(self, "own_scaler", None) else None
                 ),

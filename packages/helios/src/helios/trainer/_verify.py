@@ -1,21 +1,32 @@
 """``helios verify-resume``: does a user's Model and DataModule resume bitwise identically?
 
-Three runs of the same job, each in a fresh process, in a temporary folder:
+Runs of the same job, each in a fresh process, in a temporary folder:
 
 1. A: straight through ``steps`` optimizer steps.
-2. A': straight again — if it differs from A, the job is not reproducible at all, and no
-   checkpoint can make it resumable (unseeded randomness, non-deterministic kernels).
-3. B: stopped by SIGTERM at a random step that is neither a checkpoint step nor an epoch
-   boundary (it checkpoints there and exits), then resumed in a fresh process to the end.
+2. One run per way a real job stops, each then resumed in a fresh process to the end:
 
-Every tensor of the final model state (parameters, optimizer and scheduler state) and the
-logged loss series are compared exactly.
+   - ``SIGTERM mid-epoch``: at a random step that is neither a checkpoint step nor an epoch
+     boundary (it finishes the step, checkpoints and exits 75);
+   - ``SIGKILL between checkpoints``: killed at such a step, no checkpoint at the stop (it
+     resumes from the last periodic one and repeats the steps after it);
+   - ``SIGTERM at an epoch's last batch`` (when an epoch ends before the last step);
+   - ``SIGTERM at the last step``: the end-of-run work must happen anyway.
+
+3. Only when a stopped run differs: A', straight again. If it differs from A too, the job is not
+   reproducible at all, and no checkpoint can make it resumable (unseeded randomness,
+   non-deterministic kernels).
+
+Compared exactly: the whole ``metrics.jsonl`` series (train and valid, every record once) and
+the final checkpoint (model with its optimizers and schedulers, training state, data position,
+trainer state, RNG states). The verdict names the stop kinds that exposed a difference.
 
 This module is also the child process: ``python -m helios.trainer._verify SETTINGS_JSON``.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import json
 import os
 import random
@@ -30,7 +41,7 @@ import torch
 
 from helios.core import Model, TrainingState
 
-__all__ = ["first_difference", "verify"]
+__all__ = ["Difference", "StopKind", "first_difference", "stop_kinds", "verify"]
 
 _LIKELY_CAUSES = {
     "not_reproducible": (
@@ -46,7 +57,9 @@ _LIKELY_CAUSES = {
         "not an nn.Module / Optimizer / LRScheduler attribute: save it with "
         "extra_state_dict()), randomness drawn from a private generator that is not "
         "checkpointed (a seeded random.Random() or torch.Generator() restarts from its seed), "
-        "or data whose order or augmentation is not a function of the seed."
+        "or data whose order or augmentation is not a function of the seed. A difference "
+        "exposed only by stops at an epoch's end or by SIGKILL often comes from "
+        "on_training_epoch_start drawing from such a generator."
     ),
 }
 
@@ -81,6 +94,48 @@ def first_difference(a: Any, b: Any, path: str = "") -> str | None:
     return None if a == b else path or "/"
 
 
+@dataclasses.dataclass(frozen=True)
+class StopKind:
+    """One way a real job stops, at one step.
+
+    Attributes:
+        name: what the report calls it.
+        step: the optimizer step after which the process is signalled.
+        signal_name: ``"SIGTERM"`` or ``"SIGKILL"``.
+        exit_status: what the stopped process must exit with.
+    """
+
+    name: str
+    step: int
+    signal_name: str
+    exit_status: int
+
+
+def stop_kinds(steps: int, every: int, epoch_length: int, chooser: random.Random) -> list[StopKind]:
+    """The stops to try for a run of ``steps`` steps, checkpoints every ``every``.
+
+    Raises:
+        RuntimeError: no step is off both the checkpoint cadence and the epoch boundaries.
+    """
+    between = [s for s in range(2, steps) if s % every and s % epoch_length]
+    if not between:
+        raise RuntimeError(
+            f"no step in 2..{steps - 1} is both off the checkpoint cadence ({every}) and off an "
+            f"epoch boundary ({epoch_length} batches); use more --steps"
+        )
+    kinds = [
+        StopKind("SIGTERM mid-epoch", chooser.choice(between), "SIGTERM", 75),
+        StopKind("SIGKILL between checkpoints", chooser.choice(between), "SIGKILL", -9),
+    ]
+    epoch_ends = list(range(epoch_length, steps, epoch_length))
+    if epoch_ends:
+        kinds.append(
+            StopKind("SIGTERM at an epoch's last batch", chooser.choice(epoch_ends), "SIGTERM", 75)
+        )
+    kinds.append(StopKind("SIGTERM at the last step", steps, "SIGTERM", 0))
+    return kinds
+
+
 def _child_settings(
     run_dir: Path, model: str, data: str, steps: int, workers: int | None, seed: int, every: int
 ) -> dict[str, Any]:
@@ -93,6 +148,7 @@ def _child_settings(
         "seed": seed,
         "checkpoint_every": every,
         "stop_at": None,
+        "stop_signal": "SIGTERM",
     }
 
 
@@ -123,28 +179,57 @@ def _final(run_dir: Path) -> dict[str, Any]:
         store.close()
 
 
-def _losses(run_dir: Path) -> dict[int, float]:
-    losses = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "train/loss" in record:
-            losses[int(record["step"])] = float(record["train/loss"])
-    return losses
+def _records(run_dir: Path) -> list[dict[str, Any]]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
 
 
-def _compare(a: Path, b: Path) -> tuple[int | None, str | None]:
-    """The first step whose loss differs and the first differing tensor, or ``None`` each."""
-    losses_a, losses_b = _losses(a), _losses(b)
-    step = next(
-        (
-            s
-            for s in sorted(losses_a.keys() | losses_b.keys())
-            if losses_a.get(s) != losses_b.get(s)
-        ),
-        None,
+_PARALLEL = 2  # training processes at a time
+_COMPARED = ("model", "training_state", "data", "trainer", "rng")
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """Where two runs first differ (``None``: they agree there).
+
+    Attributes:
+        record: the first differing ``metrics.jsonl`` record, as ``"step N (names)"``.
+        tensor: the path of the first differing value of the final checkpoint.
+    """
+
+    record: str | None
+    tensor: str | None
+
+    @property
+    def identical(self) -> bool:
+        """Whether the runs agree everywhere."""
+        return self.record is None and self.tensor is None
+
+
+def _first_record_difference(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> str | None:
+    for index in range(max(len(a), len(b))):
+        left = a[index] if index < len(a) else None
+        right = b[index] if index < len(b) else None
+        if left == right:
+            continue
+        if left is None or right is None:
+            extra = left if right is None else right
+            assert extra is not None
+            which = "the straight run" if right is None else "the resumed run"
+            return f"step {extra.get('step')} (only {which} has record {index + 1})"
+        names = sorted(k for k in left.keys() | right.keys() if left.get(k) != right.get(k))
+        return f"step {left.get('step')} ({', '.join(names)})"
+    return None
+
+
+def _compare(a: Path, b: Path) -> Difference:
+    """The first differing metric record and checkpoint value of two runs."""
+    record = _first_record_difference(_records(a), _records(b))
+    final_a, final_b = _final(a), _final(b)
+    tensor = first_difference(
+        {k: final_a.get(k) for k in _COMPARED}, {k: final_b.get(k) for k in _COMPARED}
     )
-    tensor = first_difference(_final(a)["model"], _final(b)["model"], "model")
-    return step, tensor
+    return Difference(record, tensor.lstrip("/") if tensor else None)
 
 
 def _epoch_length(data_spec: str, workers: int | None, seed: int) -> int:
@@ -166,41 +251,52 @@ def _override_workers(data: Any, workers: int | None) -> None:
 
 
 def verify(model: str, data: str, *, steps: int, workers: int | None = None, seed: int = 0) -> int:
-    """Run the three trainings and print the verdict; 0 when identical, 1 otherwise."""
+    """Run the trainings and print the verdict; 0 when identical, 1 otherwise."""
     epoch_length = _epoch_length(data, workers, seed)
     every = max(2, steps // 4)
-    candidates = [s for s in range(2, steps) if s % every and s % epoch_length]
-    if not candidates:
-        raise RuntimeError(
-            f"no step in 2..{steps - 1} is both off the checkpoint cadence ({every}) and off an "
-            f"epoch boundary ({epoch_length} batches); use more --steps"
-        )
-    stop = random.SystemRandom().choice(candidates)
+    kinds = stop_kinds(steps, every, epoch_length, random.Random(random.SystemRandom().random()))
+    differences: dict[str, Difference] = {}
     with tempfile.TemporaryDirectory(prefix="helios-verify-") as folder:
         root = Path(folder)
-        runs = {name: root / name for name in ("straight", "again", "resumed")}
+
+        def settings(name: str) -> dict[str, Any]:
+            return _child_settings(root / name, model, data, steps, workers, seed, every)
+
         print(f"training {model} on {data}: {steps} steps, {epoch_length} batches an epoch")
-        for name in ("straight", "again"):
-            _run_child(_child_settings(runs[name], model, data, steps, workers, seed, every), 0)
-        resumed = _child_settings(runs["resumed"], model, data, steps, workers, seed, every)
-        _run_child({**resumed, "stop_at": stop}, 75)
-        _run_child(resumed, 0)
-        print(f"stopped at step {stop} (checkpoints every {every}), resumed in a fresh process")
-        repeat_step, repeat_tensor = _compare(runs["straight"], runs["again"])
-        step, tensor = _compare(runs["straight"], runs["resumed"])
-    if step is None and tensor is None:
+        stopped = {f"stopped-{number}": kind for number, kind in enumerate(kinds)}
+        first_runs = [(settings("straight"), 0)] + [
+            (
+                {**settings(name), "stop_at": kind.step, "stop_signal": kind.signal_name},
+                kind.exit_status,
+            )
+            for name, kind in stopped.items()
+        ]
+        resumes = [(settings(name), 0) for name, kind in stopped.items() if kind.exit_status]
+        # Independent processes: two at a time, so the check takes half as long on two cores.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
+            for runs in (first_runs, resumes):
+                list(pool.map(lambda run: _run_child(*run), runs))
+        for name, kind in stopped.items():
+            difference = _compare(root / "straight", root / name)
+            differences[kind.name] = difference
+            verdict = "identical" if difference.identical else "DIFFERS"
+            print(f"  {kind.name} (after step {kind.step}), resumed: {verdict}")
+        repeat: Difference | None = None
+        if not all(d.identical for d in differences.values()):
+            _run_child(settings("again"), 0)
+            repeat = _compare(root / "straight", root / "again")
+    print(f"checkpoints every {every} steps; each stopped run resumed in a fresh process")
+    exposing = [name for name, d in differences.items() if not d.identical]
+    if not exposing:
         print("resumable: identical")
         return 0
-    print("resumable: NO, the runs diverge")
-    if step is not None:
-        print(f"  first differing loss: step {step}")
-    if tensor is not None:
-        print(f"  first differing tensor: {tensor}")
-    cause = (
-        "not_reproducible"
-        if repeat_step is not None or repeat_tensor is not None
-        else "not_resumable"
-    )
+    print(f"resumable: NO, the runs diverge; exposed by: {'; '.join(exposing)}")
+    first = differences[exposing[0]]
+    if first.record is not None:
+        print(f"  first differing metric record: {first.record}")
+    if first.tensor is not None:
+        print(f"  first differing tensor: {first.tensor}")
+    cause = "not_reproducible" if repeat is not None and not repeat.identical else "not_resumable"
     print(f"  likely cause: {_LIKELY_CAUSES[cause]}")
     return 1
 
@@ -225,10 +321,12 @@ def _child(settings: dict[str, Any]) -> None:
     if stop_at is not None:
         original_end = model.on_training_batch_end
 
+        stop_signal = signal.Signals[settings["stop_signal"]]
+
         def on_training_batch_end(state: TrainingState) -> None:
             original_end(state)
             if state.step == stop_at:
-                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), stop_signal)
 
         model.on_training_batch_end = on_training_batch_end  # type: ignore[method-assign]
     Trainer(
