@@ -418,6 +418,7 @@ class DirectoryCheckpointStore:
                 size, sha256 = _format.write_checkpoint(
                     file, state, step=step, epoch=epoch, wall_time=wall_time, metrics=metrics
                 )
+            self._clear_the_way(final)
             os.replace(temporary, final)
             temporary = None
             _fsync_directory(self._directory)
@@ -591,6 +592,22 @@ class DirectoryCheckpointStore:
             info = header.info() if header is not None else None
             return CheckpointEntry(path, "CORRUPT", str(exc), size, step, info)
         return CheckpointEntry(path, "ok", "", size, step, header.info())
+
+    def _clear_the_way(self, final: Path) -> None:
+        """Move a folder that has the checkpoint's name aside: a rename cannot replace it."""
+        try:
+            if not stat.S_ISDIR(os.lstat(final).st_mode):
+                return  # a file, FIFO or symlink is replaced by the rename itself
+        except FileNotFoundError:
+            return
+        aside = final.with_name(f"{final.name}.{secrets.token_hex(4)}.not-a-checkpoint")
+        os.replace(final, aside)
+        warnings.warn(
+            f"{final} was a directory, not a checkpoint: moved it to {aside} to write the "
+            "checkpoint in its place",
+            CheckpointWarning,
+            stacklevel=4,
+        )
 
     def _prune(self, newest: CheckpointInfo) -> None:
         """Delete what retention does not keep; runs only after ``newest`` is durable."""
