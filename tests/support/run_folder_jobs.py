@@ -26,13 +26,18 @@ from helios.trainer import Trainer
 
 
 class BlobsWithValidation(DataModule):
-    """Two Gaussian blobs: 40 training samples in batches of 8, 16 validation and test ones."""
+    """Two Gaussian blobs: 40 training samples (batches of 8), 16 validation and test ones."""
+
+    def __init__(self, batch_size: int = 8) -> None:
+        super().__init__()
+        self.batch_size = batch_size
 
     def setup(self) -> None:
         generator = torch.Generator().manual_seed(0)
         x = torch.randn(72, 4, generator=generator)
         y = (x[:, 0] > 0).long()
-        self.add_train(TensorDataset(x[:40], y[:40]), DataLoaderParams(batch_size=8, shuffle=True))
+        train = DataLoaderParams(batch_size=self.batch_size, shuffle=True)
+        self.add_train(TensorDataset(x[:40], y[:40]), train)
         self.add_valid(TensorDataset(x[40:56], y[40:56]), DataLoaderParams(batch_size=8))
         self.add_test(TensorDataset(x[56:], y[56:]), DataLoaderParams(batch_size=8))
 
