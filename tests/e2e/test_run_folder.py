@@ -26,6 +26,7 @@ from helios.ckpt import DirectoryCheckpointStore
 from helios.core import CheckpointError
 from helios.trainer import Trainer
 from helios.trainer._cli import main
+from helios.trainer._lock import lock_run_folder
 
 QUIET: dict[str, Any] = {"progress": False, "tensorboard": False, "devices": "cpu"}
 
@@ -111,6 +112,38 @@ def test_a_killed_fit_leaves_no_stale_lock(tmp_path: Path) -> None:
         Validated(), BlobsWithValidation()
     )
     assert result.complete
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_under_torchrun_every_rank_is_refused_at_once_when_the_folder_is_held(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    settings = {"run_dir": str(run_dir), "unit": "iteration", "total": 4}
+    with lock_run_folder(run_dir, "fit"):  # this test's process holds the folder
+        started = time.monotonic()
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node=2",
+                str(SUPPORT / "run_folder_jobs.py"),
+                json.dumps(settings),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=200,
+            check=False,
+        )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    # rank 0 tried the lock and told rank 1: neither waits for the other until a timeout
+    assert output.count(f"is in use by fit in process {os.getpid()}") >= 2, output
+    assert time.monotonic() - started < 150
+    assert not (run_dir / "metrics.jsonl").exists()
 
 
 # ---- 2: "best" is a checkpoint whose own weights were validated ------------------------------
