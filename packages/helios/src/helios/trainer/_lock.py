@@ -67,7 +67,7 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def lock_run_folder(run_dir: Path, purpose: str) -> Iterator[None]:
+def lock_run_folder(run_dir: Path, purpose: str, *, writable: bool = True) -> Iterator[None]:
     """Hold ``run_dir`` exclusively for this process until the block ends.
 
     Re-entrant within one process (``test`` from inside a ``fit`` of the same folder).
@@ -76,11 +76,17 @@ def lock_run_folder(run_dir: Path, purpose: str) -> Iterator[None]:
         run_dir: the run folder; created if missing.
         purpose: what this process does there (``"fit"``, ``"test"``, ``"export"``), for the
             message another process gets.
+        writable: whether this process needs to write the folder. ``False`` (an export that
+            only reads a checkpoint) goes ahead unlocked in a folder it cannot write, where it
+            cannot take a lock either.
 
     Raises:
         RunFolderLockedError: another process holds the folder.
         ConfigurationError: the folder cannot be created or written (a read-only filesystem).
     """
+    if not writable and run_dir.is_dir() and not os.access(run_dir, os.W_OK):
+        yield
+        return
     _create_folder(run_dir)
     key = run_dir.resolve()
     with _guard:

@@ -537,7 +537,8 @@ class Trainer:
             ConfigurationError: the model names nothing to export.
         """
         self._check_model(model, None)
-        with _lock.lock_run_folder(self.run_dir, "export"):
+        # A checkpoint on read-only storage exports (to a writable --out) without the lock.
+        with _lock.lock_run_folder(self.run_dir, "export", writable=path is None):
             return self._export_locked(model, checkpoint, path, opset)
 
     def _export_locked(
