@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from damage import DAMAGE
+from damage import DAMAGE, refused
 from resume_checks import SUPPORT
 from run_folder_jobs import BlobsWithValidation, DivergesAt, Validated
 
@@ -268,6 +268,19 @@ def test_fit_resumes_from_the_good_one_past_a_damaged_newest(
     assert result.resumed_from is not None
     assert result.resumed_from.name == "step-00000002.pt"
     assert result.state.step == 6
+
+
+def test_a_refused_newest_checkpoint_is_listed_and_stops_fit_with_a_way_out(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = copy_run(trained, tmp_path)
+    refused(run_dir / "checkpoints" / "step-00000004.pt")
+    assert main(["checkpoints", str(run_dir)]) == 1
+    out = capsys.readouterr().out
+    assert " REFUSED " in next(line for line in out.splitlines() if "step-00000004.pt" in line)
+    with pytest.raises(CheckpointError, match=r"move step-00000004.pt out of .*checkpoints"):
+        Trainer(run_dir, unit="iteration", total=6, **QUIET).fit(Validated(), BlobsWithValidation())
+    assert not (run_dir / "checkpoints" / "code-ran").exists()
 
 
 # ---- 6: temporary files of killed saves --------------------------------------------------------

@@ -11,6 +11,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def truncated(path: Path) -> None:
@@ -68,6 +69,26 @@ def misnamed_copy(path: Path) -> None:
     older = sorted(p for p in path.parent.glob("step-*.pt") if p.name < path.name)[-1]
     path.unlink()
     shutil.copyfile(older, path)
+
+
+class Armed:
+    """Unpickling this would create ``marker``: stands for any code an attacker wants run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+def refused(path: Path) -> None:
+    """Replace the file by an intact checkpoint (right header and hash) holding a code pickle."""
+    from helios.ckpt._format import write_checkpoint
+
+    step = int(path.name[5:13])
+    with path.open("wb", buffering=0) as file:
+        state = {"model": {}, "hook": Armed(path.with_name("code-ran"))}
+        write_checkpoint(file, state, step=step, epoch=0, wall_time=0.0, metrics={})
 
 
 DAMAGE: dict[str, tuple[Callable[[Path], None], str, str]] = {

@@ -101,7 +101,7 @@ def _entry_line(entry: Any) -> str:
     metrics = _format_metrics(info.metrics) if info is not None and entry.verdict == "ok" else ""
     return (
         f"  {'-' if step is None else step:>8} {'-' if epoch is None else epoch:>6} "
-        f"{entry.size:>12,}  {entry.verdict:<18} {entry.path.name:<24} {metrics}"
+        f"{entry.size:>12,}  {entry.verdict:<19} {entry.path.name:<24} {metrics}"
     ).rstrip()
 
 
@@ -131,7 +131,7 @@ def checkpoints(run_dir: Path) -> int:
         print(f"no checkpoints in {folder}")
         return 0
     print(f"checkpoints in {folder}:")
-    print(f"  {'step':>8} {'epoch':>6} {'size':>12}  {'status':<18} {'file':<24} metrics")
+    print(f"  {'step':>8} {'epoch':>6} {'size':>12}  {'status':<19} {'file':<24} metrics")
     for entry in entries:
         print(_entry_line(entry))
         if entry.reason and entry.verdict not in ("ok", "temporary"):

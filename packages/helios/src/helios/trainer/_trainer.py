@@ -900,7 +900,16 @@ class _FitRun:
             self._start_fresh()
             return
         assert self.store is not None
-        checkpoint = self.store.load(path, map_location=self.device)
+        try:
+            checkpoint = self.store.load(path, map_location=self.device)
+        except CheckpointError as exc:
+            if self.trainer.resume != "auto":
+                raise
+            raise CheckpointError(
+                f"{exc}. resume='auto' stops here rather than go back to an older checkpoint "
+                f"unasked: move {Path(path).name} out of {Path(path).parent} to resume from the "
+                "one before it, or pass resume=<the checkpoint to resume from>"
+            ) from exc
         if self.trainer.resume not in ("auto", "never") and self.context.is_main_process:
             self._set_aside_newer(int(checkpoint["training_state"]["step"]), Path(path))
         self._restore(checkpoint, Path(path))
