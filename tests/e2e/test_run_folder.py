@@ -286,6 +286,40 @@ def test_a_refused_newest_checkpoint_is_listed_and_stops_fit_with_a_way_out(
 # ---- 6: temporary files of killed saves --------------------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_crash_loop_of_fits_killed_in_their_first_save_leaves_at_most_one_temporary_file(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    folder = run_dir / "checkpoints"
+    previous: set[str] = set()
+    for _ in range(5):
+        child = start_fit(run_dir, total=4, checkpoint_every=1, ballast=16_000_000)  # 64 MB
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and child.poll() is None:
+                temporaries = list(folder.glob(".step-*.tmp")) if folder.is_dir() else []
+                fresh = [p for p in temporaries if p.name not in previous]
+                # the previous run's file is gone (removed on open); this run's is being written
+                if len(temporaries) == 1 and fresh and fresh[0].stat().st_size > 1_000_000:
+                    break
+                time.sleep(0.005)
+        finally:
+            child.kill()
+            output, _ = child.communicate()
+        assert child.returncode == -9, output
+        temporaries = list(folder.glob(".step-*.tmp"))
+        assert len(temporaries) <= 1
+        previous = {p.name for p in temporaries}
+    assert not list(folder.glob("step-*.pt"))  # every run died in its first save
+    result = Trainer(run_dir, unit="iteration", total=2, checkpoint_every=1, **QUIET).fit(
+        Validated(), BlobsWithValidation()
+    )
+    assert result.state.step == 2
+    assert not list(folder.glob(".step-*.tmp"))
+
+
 def test_fit_removes_temporary_files_left_by_killed_saves(trained: Path, tmp_path: Path) -> None:
     run_dir = copy_run(trained, tmp_path)
     for index in range(3):

@@ -70,14 +70,22 @@ class DivergesAt(Validated):
 class Slow(Validated):
     """Sleeps ``delay`` seconds after every optimizer step, and after step 2 waits for a file.
 
+    With ``ballast`` set, it carries a buffer of that many floats (its checkpoints are big).
     With ``release`` set, the run holds still after step 2 (its first record logged) until that
     file exists (at most a minute), so a test can try the folder from another process meanwhile.
     """
 
-    def __init__(self, delay: float, release: str | None = None) -> None:
+    def __init__(self, delay: float, release: str | None = None, ballast: int = 0) -> None:
         super().__init__()
         self.delay = delay
         self.release = release
+        self.ballast_size = ballast
+
+    def setup(self) -> None:
+        super().setup()
+        if self.ballast_size:  # a big buffer, so that a checkpoint takes a while to write
+            self.ballast = nn.Module()
+            self.ballast.register_buffer("data", torch.zeros(self.ballast_size))
 
     def on_training_batch_end(self, state: TrainingState) -> None:
         time.sleep(self.delay)
@@ -89,7 +97,9 @@ class Slow(Validated):
 
 def run(settings: dict[str, Any]) -> None:
     settings = dict(settings)
-    model = Slow(settings.pop("delay", 0.0), settings.pop("release", None))
+    model = Slow(
+        settings.pop("delay", 0.0), settings.pop("release", None), settings.pop("ballast", 0)
+    )
     settings.setdefault("progress", False)
     settings.setdefault("tensorboard", False)
     settings.setdefault("devices", "cpu")
