@@ -23,7 +23,7 @@ def expected_kept(
     kept = set(steps[-keep_last:])
     ranked = [s for s in steps if saved[s] is not None and not math.isnan(saved[s])]  # type: ignore[arg-type]
     sign = 1 if mode == "min" else -1
-    ranked.sort(key=lambda s: (sign * saved[s], -s))  # type: ignore[operator]
+    ranked.sort(key=lambda s: (sign * saved[s], s))  # type: ignore[operator]  # older wins a tie
     return kept | set(ranked[:keep_best])
 
 
@@ -63,7 +63,7 @@ def test_fifty_saves_with_varying_metrics_keep_exactly_the_promised_set(
         best = store.best()
         ranked = sorted(
             (s for s, v in saved.items() if v is not None and not math.isnan(v)),
-            key=lambda s: ((1 if mode == "min" else -1) * saved[s], -s),  # type: ignore[operator]
+            key=lambda s: ((1 if mode == "min" else -1) * saved[s], s),  # type: ignore[operator]
         )
         assert (best.step if best else None) == (ranked[0] if ranked else None)
     assert [info.step for info in store.list()] == sorted(expected_kept(saved, 3, 2, mode))

@@ -129,6 +129,7 @@ def test_state_survives_weights_only_and_resumes_mid_epoch_in_a_fresh_module() -
         "phase_start_epoch": 0,
         "world_size": 1,
         "dataset_size": 50,
+        "batch_size": 4,
     }
     fresh = Numbers(workers=2)
     fresh.setup()

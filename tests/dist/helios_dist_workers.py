@@ -130,6 +130,30 @@ def rank_one_fails(folder: str) -> None:
         ctx.barrier()
 
 
+def rank_one_is_killed(folder: str) -> None:
+    """Rank 1 is SIGKILLed (as by the OOM killer) while rank 0 waits for it in a barrier."""
+    Path(folder, f"pid{os.environ['RANK']}").write_text(str(os.getpid()))
+    with TorchDistributed.from_environment(backend="gloo", device="cpu", timeout=TIMEOUT) as ctx:
+        if ctx.rank == 1:
+            time.sleep(0.5)
+            os.kill(os.getpid(), signal.SIGKILL)
+        ctx.barrier()
+
+
+def rank_one_hangs(folder: str) -> None:
+    """Rank 1 hangs, ignoring SIGTERM as a rank stuck in C code does; rank 0's barrier times out.
+
+    The barrier's timeout is 3 s.
+    """
+    Path(folder, f"pid{os.environ['RANK']}").write_text(str(os.getpid()))
+    short = timedelta(seconds=3)
+    with TorchDistributed.from_environment(backend="gloo", device="cpu", timeout=short) as ctx:
+        if ctx.rank == 1:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            time.sleep(3600)
+        ctx.barrier()
+
+
 def sleep_forever() -> None:
     """Never finish, and ignore SIGTERM: only SIGKILL ends this one (for the job timeout)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -7,7 +7,9 @@ starting processes (importing torch in each) is what costs time.
 
 from __future__ import annotations
 
+import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +162,33 @@ def test_a_failing_rank_is_reported_and_no_process_is_left(tmp_path: Path) -> No
     assert len(started) == 2
     assert not any(psutil.pid_exists(pid) for pid in started)
     assert spawned_children() == []
+
+
+def test_a_sigkilled_rank_is_named_not_the_rank_that_waited_for_it(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(SpawnError) as caught:
+        spawn(workers.rank_one_is_killed, 2, args=(str(tmp_path),), grace_period=30.0, timeout=240)
+    error = caught.value
+    assert error.rank == 1
+    assert error.exit_code == -signal.SIGKILL
+    assert str(error).startswith("rank 1 of 2 was killed by signal SIGKILL")
+    assert list(error.later_failures) == [0]  # its barrier failed because rank 1 was gone
+    assert time.monotonic() - started < 60  # no grace period spent on a dead rank
+    assert not any(psutil.pid_exists(pid) for pid in pids(tmp_path))
+
+
+def test_a_hung_rank_is_named_and_stopped_without_delay(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(SpawnError) as caught:
+        spawn(workers.rank_one_hangs, 2, args=(str(tmp_path),), grace_period=30.0, timeout=240)
+    elapsed = time.monotonic() - started
+    error = caught.value
+    assert error.rank == 1
+    assert str(error).startswith("rank 1 of 2 hung: it was still running when rank 0 failed")
+    assert list(error.later_failures) == [0]
+    # start-up and the 3 s collective timeout; not the 30 s grace period, nor 30 s after SIGTERM
+    assert elapsed < 45, elapsed
+    assert not any(psutil.pid_exists(pid) for pid in pids(tmp_path))
 
 
 def test_a_job_past_its_timeout_is_stopped_even_if_it_ignores_sigterm() -> None:

@@ -115,7 +115,7 @@ def test_checkpoint_recovery_falls_back_and_refuses_code(
     ]
 
     # The guide's `helios checkpoints` listing of that folder.
-    assert helios_command(["checkpoints", str(folder)]) == 0
+    assert helios_command(["checkpoints", str(folder)]) == 1  # the newest is damaged
     listing = capsys.readouterr().out.splitlines()
     assert listing[0] == f"checkpoints in {folder}:"
     rows = {line.split()[0]: line.split() for line in listing[2:5]}

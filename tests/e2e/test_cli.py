@@ -64,7 +64,8 @@ def test_checkpoints_marks_a_corrupt_file_and_names_the_pick(run_dir: Path, tmp_
     data[-100] ^= 0xFF
     newest.write_bytes(bytes(data))
     result = helios("checkpoints", str(damaged))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # the newest is damaged
+    assert files[-1].name in result.stderr
     lines = result.stdout.splitlines()
     bad = [line for line in lines if " CORRUPT  " in line]  # the status column of the table
     assert len(bad) == 1, result.stdout

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from helios.ckpt._format import FORMAT_VERSION
 from helios.ckpt._migrations import register_migration
-from helios.ckpt._store import DirectoryCheckpointStore
+from helios.ckpt._store import CheckpointEntry, DirectoryCheckpointStore
 from helios.ckpt._warnings import CheckpointWarning
 from helios.core import CheckpointError, CheckpointInfo
 
 __all__ = [
     "FORMAT_VERSION",
+    "CheckpointEntry",
     "CheckpointError",
     "CheckpointInfo",
     "CheckpointWarning",

@@ -52,6 +52,7 @@ from helios.core import __version__ as helios_version
 __all__ = [
     "FORMAT_VERSION",
     "CheckpointIntegrityError",
+    "CheckpointRefusedError",
     "Header",
     "MapLocation",
     "load_payload",
@@ -80,6 +81,10 @@ class CheckpointIntegrityError(CheckpointError):
     falls back from (to the previous good checkpoint); a file that is intact but refused (a
     pickle that would run code) is never silently skipped.
     """
+
+
+class CheckpointRefusedError(CheckpointError):
+    """The file is intact, but its payload holds objects ``weights_only`` loading refuses."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,14 +129,15 @@ class _PayloadSink:
         self._file = file
         self._hasher = hasher
         self.size = 0
-        self.error: OSError | None = None
+        self.error: BaseException | None = None
 
     def write(self, data: bytes | memoryview) -> int:
         view = memoryview(data).cast("B")
         try:
             self._write_all(view)
-        except OSError as exc:
-            # torch's writer reports a failed write as "unexpected pos"; keep the real cause
+        except BaseException as exc:
+            # torch's writer reports a failed write as "unexpected pos" (or "enforce fail"):
+            # keep the real cause, be it a full disk or an exception a signal handler raised
             self.error = exc
             raise
         self.size += len(view)
@@ -452,7 +458,7 @@ def load_payload(file: IO[bytes], header: Header, map_location: MapLocation) -> 
     try:
         state = torch.load(window, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
+        raise CheckpointRefusedError(
             f"refused to load checkpoint {header.path}: it holds objects that "
             "torch.load(weights_only=True) does not allow, and unpickling them could run "
             f"arbitrary code; nothing from it was executed ({_first_line(exc)})"

@@ -2,7 +2,8 @@
 
 Kept apart from the store so the rule reads in one place: the last ``keep_last`` by step, plus
 the best ``keep_best`` by one metric. A checkpoint without that metric (or with NaN) is never
-"best"; between equal values the newer checkpoint wins.
+"best"; between equal values the older checkpoint wins: it was reached first, and a newer one
+with the same value adds nothing that was measured.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ __all__ = ["rank_by_metric", "select_kept"]
 def rank_by_metric(
     infos: Iterable[CheckpointInfo], metric: str, mode: Literal["min", "max"]
 ) -> list[CheckpointInfo]:
-    """The checkpoints that carry ``metric``, best first (newer first between equals)."""
+    """The checkpoints that carry ``metric``, best first (older first between equals)."""
     sign = 1.0 if mode == "min" else -1.0
     candidates = [
         info for info in infos if metric in info.metrics and not math.isnan(info.metrics[metric])
     ]
-    return sorted(candidates, key=lambda info: (sign * info.metrics[metric], -info.step))
+    return sorted(candidates, key=lambda info: (sign * info.metrics[metric], info.step))
 
 
 def select_kept(

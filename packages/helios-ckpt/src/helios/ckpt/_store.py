@@ -6,13 +6,18 @@ What it promises and how:
 * **Atomic.** A checkpoint is written to a hidden temporary file in the same folder, flushed,
   fsynced, renamed into place with ``os.replace`` and the folder fsynced. A crash or SIGKILL at
   any moment leaves the old file or the new one, never half of one; saving a step twice
-  replaces it just as atomically. Temporary files of killed saves are removed by the next save.
+  replaces it just as atomically. Temporary files of killed saves are removed by the next save,
+  or at once by :meth:`~DirectoryCheckpointStore.remove_temporary_files` (which the one writer
+  of a folder calls when it opens it, under its run folder's lock).
 * **Verified.** Size and SHA-256 of every file are checked on :meth:`latest`, :meth:`best`,
   :meth:`verify` and :meth:`load`. A damaged file is reported with a
   :class:`~helios.ckpt.CheckpointWarning` naming it and why, and the newest good one is used;
   asking for a damaged one by name raises :class:`~helios.core.CheckpointError`.
 * **Safe.** Always ``torch.load(weights_only=True)``: a pickle that would run code is refused
   and nothing in it runs. Such a file is never silently skipped either — it raises.
+* **Regular files only.** Anything named like a checkpoint that is not a regular file (a FIFO,
+  a folder, a symlink to a device) is reported as damaged and never read, so nothing blocks.
+  :meth:`~DirectoryCheckpointStore.inspect` gives a verdict on every such entry.
 * **Retention** prunes only after the new checkpoint is durable, and the new one is always
   kept, so the only good checkpoint is never deleted. Files it cannot read are left alone.
 * **Asynchronous saves** (``async_save=True``) copy the tensors to the CPU and write them on a
@@ -26,10 +31,12 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import logging
 import os
 import re
 import secrets
+import stat
 import threading
 import time
 import warnings
@@ -43,15 +50,22 @@ import torch
 
 from helios.ckpt import _format, _migrations, _retention, _snapshot
 from helios.ckpt._warnings import CheckpointWarning
-from helios.core import CheckpointError, CheckpointInfo, ConfigurationError
+from helios.core import CheckpointError, CheckpointInfo, ConfigurationError, HeliosError
 
-__all__ = ["DirectoryCheckpointStore"]
+__all__ = ["CheckpointEntry", "DirectoryCheckpointStore"]
 
 _LOG = logging.getLogger("helios.ckpt")
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
 _TEMPORARY = re.compile(r"^\.step-\d{8,}\.pt\.[0-9a-f]+\.tmp$")
 _O_FLAGS = (
     os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
+# O_NONBLOCK: opening a FIFO must not wait for a writer; the file is refused right after anyway.
+_O_READ = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
 )
 
 Ref = CheckpointInfo | str | os.PathLike[str]
@@ -75,6 +89,80 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _not_regular(path: Path, mode: int) -> str:
+    link = ""
+    with contextlib.suppress(OSError):
+        if path.is_symlink():
+            link = f" (a symlink to {os.readlink(path)})"
+    return f"checkpoint {path} is not a regular file: it is {_kind(mode)}{link}"
+
+
+def _open_regular(path: Path) -> IO[bytes]:
+    """Open ``path`` for reading if it is a regular file, without ever blocking.
+
+    Raises:
+        FileNotFoundError: it does not exist.
+        CheckpointIntegrityError: it is a FIFO, a folder, a device, or cannot be opened.
+    """
+    try:
+        fd = os.open(path, _O_READ)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise _format.CheckpointIntegrityError(
+            f"checkpoint {path} cannot be opened: {exc}"
+        ) from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _format.CheckpointIntegrityError(_not_regular(path, mode))
+        return open(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointEntry:
+    """One entry of a checkpoint folder and what :meth:`DirectoryCheckpointStore.inspect` found.
+
+    Attributes:
+        path: the entry.
+        verdict: ``"ok"``; ``"CORRUPT"`` (empty, truncated, zeroed, with extra bytes, a damaged
+            header or payload, misnamed); ``"REFUSED"`` (intact, but holds objects that
+            ``weights_only`` loading refuses); ``"not a regular file"`` (a FIFO, a folder, a
+            symlink to a device: never opened further); ``"temporary"`` (left by a save that
+            was killed); ``"ignored"`` (a ``.pt`` file not named ``step-NNNNNNNN.pt``, which
+            resume never reads).
+        reason: why, in one sentence (empty for ``"ok"``).
+        size: bytes on disk (0 for what is not a regular file).
+        step: the step its name says, ``None`` for entries not named like a checkpoint.
+        info: the header's description, for a file whose header could be read.
+    """
+
+    path: Path
+    verdict: str
+    reason: str = ""
+    size: int = 0
+    step: int | None = None
+    info: CheckpointInfo | None = None
 
 
 def _check_count(name: str, value: object, *, minimum: int) -> int:
@@ -340,9 +428,16 @@ class DirectoryCheckpointStore:
                 size, sha256 = _format.write_checkpoint(
                     file, state, step=step, epoch=epoch, wall_time=wall_time, metrics=metrics
                 )
+            self._clear_the_way(final)
             os.replace(temporary, final)
             temporary = None
             _fsync_directory(self._directory)
+        except HeliosError as exc:
+            if not isinstance(exc, CheckpointError):
+                raise  # raised into the write by the caller's own code (a signal handler)
+            raise CheckpointError(
+                f"could not write checkpoint {final}: {exc} (earlier checkpoints are untouched)"
+            ) from exc
         except Exception as exc:
             raise CheckpointError(
                 f"could not write checkpoint {final}: {type(exc).__name__}: {exc} "
@@ -363,6 +458,166 @@ class DirectoryCheckpointStore:
         )
         self._prune(info)
         return info
+
+    def remove_temporary_files(self) -> builtins.list[tuple[Path, int]]:
+        """Delete the temporary files that saves killed mid-write left in the folder.
+
+        Only the one process that writes the folder may call this (the trainer does when it
+        opens the store under its run folder's lock): another writer's save in progress would
+        lose its file.
+
+        Returns:
+            The files removed and their sizes in bytes.
+        """
+        removed: builtins.list[tuple[Path, int]] = []
+        for entry in self._scan():
+            if not _TEMPORARY.match(entry.name):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                size = entry.stat(follow_symlinks=False).st_size
+                if entry.is_dir(follow_symlinks=False):
+                    continue
+                os.unlink(entry.path)
+                removed.append((Path(entry.path), size))
+        if removed:
+            _LOG.info(
+                "removed %d temporary file(s) of interrupted saves from %s (%d bytes)",
+                len(removed),
+                self._directory,
+                sum(size for _, size in removed),
+            )
+            _fsync_directory(self._directory)
+        return removed
+
+    def set_aside(self, after_step: int) -> tuple[Path, builtins.list[Path]] | None:
+        """Move every entry named like a checkpoint of a step after ``after_step`` aside.
+
+        Used when a run goes back to an older checkpoint: the newer ones belong to an abandoned
+        line of training and must neither be resumed from later nor be deleted silently. They go
+        to a new subfolder ``abandoned-<UTC time>-after-step-<N>`` of the folder, which
+        resume and retention never look into. Only the folder's one writer may call this.
+
+        Args:
+            after_step: the step of the checkpoint the run goes back to.
+
+        Returns:
+            The subfolder and the entries moved there, or ``None`` when there was nothing newer.
+        """
+        _check_count("after_step", after_step, minimum=0)
+        newer = []
+        for entry in self._scan():
+            match = _NAME.match(entry.name)
+            if match and int(match.group(1)) > after_step:
+                newer.append(Path(entry.path))
+        if not newer:
+            return None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self._directory / f"abandoned-{stamp}-after-step-{after_step:08d}"
+        suffix = 1
+        while aside.exists():
+            suffix += 1
+            aside = aside.with_name(f"abandoned-{stamp}-after-step-{after_step:08d}-{suffix}")
+        try:
+            aside.mkdir()
+            moved = []
+            for path in newer:
+                os.replace(path, aside / path.name)
+                moved.append(aside / path.name)
+            _fsync_directory(aside)
+            _fsync_directory(self._directory)
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot move the checkpoints after step {after_step} of {self._directory} "
+                f"aside to {aside}: {exc}"
+            ) from exc
+        return aside, moved
+
+    def _scan(self) -> builtins.list[os.DirEntry[str]]:
+        try:
+            with os.scandir(self._directory) as entries:
+                return sorted(entries, key=lambda entry: entry.name)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot list the checkpoint folder {self._directory}: {exc}"
+            ) from exc
+
+    def inspect(self, *, load: bool = False) -> builtins.list[CheckpointEntry]:
+        """A verdict on every entry that looks like a checkpoint, and on leftover temporaries.
+
+        Every name ``step-NNNNNNNN.pt`` is checked as :meth:`verify` does (size, SHA-256,
+        header, name); other ``*.pt`` files are listed as ``"ignored"`` and temporary files of
+        killed saves as ``"temporary"``, each with its size. Nothing that is not a regular file
+        is read. Ordered by step (entries without one last, by name).
+
+        Args:
+            load: also unpickle each intact checkpoint (``weights_only``, to the CPU, one at a
+                time) so that an intact file that loading would refuse shows as ``"REFUSED"``.
+
+        Returns:
+            One :class:`CheckpointEntry` per entry.
+        """
+        found: builtins.list[CheckpointEntry] = []
+        for entry in self._scan():
+            path = Path(entry.path)
+            match = _NAME.match(entry.name)
+            if match:
+                found.append(self._inspect_checkpoint(path, int(match.group(1)), load=load))
+            elif _TEMPORARY.match(entry.name) or entry.name.endswith(".pt"):
+                temporary = _TEMPORARY.match(entry.name) is not None
+                verdict, reason = (
+                    ("temporary", "left by a save that was interrupted")
+                    if temporary
+                    else ("ignored", "not named step-NNNNNNNN.pt, so resume never reads it")
+                )
+                try:
+                    size = entry.stat(follow_symlinks=False).st_size
+                except OSError:
+                    continue
+                found.append(CheckpointEntry(path, verdict, reason, size))
+        return sorted(
+            found, key=lambda e: (e.step is None, e.step if e.step is not None else 0, e.path)
+        )
+
+    def _inspect_checkpoint(self, path: Path, step: int, *, load: bool) -> CheckpointEntry:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            return CheckpointEntry(path, "CORRUPT", f"cannot be read: {exc}", 0, step)
+        if not stat.S_ISREG(mode):
+            reason = _not_regular(path, mode).split(" is not a regular file: ", 1)[1]
+            return CheckpointEntry(path, "not a regular file", reason, 0, step)
+        size = os.stat(path).st_size
+        header: _format.Header | None = None
+        try:
+            with _open_regular(path) as file:
+                header = self._open_verified(path, None, file)
+                if load:
+                    _format.load_payload(file, header, "cpu")
+        except _format.CheckpointRefusedError as exc:
+            info = header.info() if header is not None else None
+            return CheckpointEntry(path, "REFUSED", str(exc), size, step, info)
+        except (CheckpointError, OSError) as exc:
+            info = header.info() if header is not None else None
+            return CheckpointEntry(path, "CORRUPT", str(exc), size, step, info)
+        return CheckpointEntry(path, "ok", "", size, step, header.info())
+
+    def _clear_the_way(self, final: Path) -> None:
+        """Move a folder that has the checkpoint's name aside: a rename cannot replace it."""
+        try:
+            if not stat.S_ISDIR(os.lstat(final).st_mode):
+                return  # a file, FIFO or symlink is replaced by the rename itself
+        except FileNotFoundError:
+            return
+        aside = final.with_name(f"{final.name}.{secrets.token_hex(4)}.not-a-checkpoint")
+        os.replace(final, aside)
+        warnings.warn(
+            f"{final} was a directory, not a checkpoint: moved it to {aside} to write the "
+            "checkpoint in its place",
+            CheckpointWarning,
+            stacklevel=4,
+        )
 
     def _prune(self, newest: CheckpointInfo) -> None:
         """Delete what retention does not keep; runs only after ``newest`` is durable."""
@@ -420,7 +675,7 @@ class DirectoryCheckpointStore:
         infos = []
         for _, path in self._paths_by_step():
             try:
-                with open(path, "rb") as file:
+                with _open_regular(path) as file:
                     infos.append(self._checked_header(file, path).info())
             except FileNotFoundError:  # pruned or replaced while we looked
                 continue
@@ -516,7 +771,7 @@ class DirectoryCheckpointStore:
 
     def _verified_header(self, path: Path, expected: CheckpointInfo | None) -> _format.Header:
         try:
-            with open(path, "rb") as file:
+            with _open_regular(path) as file:
                 return self._open_verified(path, expected, file)
         except FileNotFoundError as exc:
             raise CheckpointError(f"checkpoint {path} does not exist") from exc
@@ -549,7 +804,7 @@ class DirectoryCheckpointStore:
     def best(self) -> CheckpointInfo | None:
         """The best checkpoint by ``best_metric`` that verifies (``None`` without a metric).
 
-        Between equal values the newer checkpoint wins; damaged ones are reported and skipped.
+        Between equal values the older checkpoint wins; damaged ones are reported and skipped.
         """
         if self._best_metric is None:
             return None
@@ -614,7 +869,7 @@ class DirectoryCheckpointStore:
         map_location: _format.MapLocation,
     ) -> dict[str, Any]:
         try:
-            with open(path, "rb") as file:
+            with _open_regular(path) as file:
                 header = self._open_verified(path, expected, file)
                 state = _format.load_payload(file, header, map_location)
         except FileNotFoundError as exc:

@@ -21,6 +21,7 @@ from helios.core._errors import (
     HeliosError,
     RegistryError,
     ResumeError,
+    RunFolderLockedError,
 )
 from helios.core._model import ExportTarget, Model, StepOutput
 from helios.core._registry import Registry
@@ -64,6 +65,7 @@ __all__ = [
     "Registry",
     "RegistryError",
     "ResumeError",
+    "RunFolderLockedError",
     "Stateful",
     "StepOutput",
     "TrainingState",

@@ -7,7 +7,14 @@ catch everything Helios raises on purpose in one clause.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigurationError", "HeliosError", "RegistryError", "ResumeError"]
+__all__ = [
+    "CheckpointError",
+    "ConfigurationError",
+    "HeliosError",
+    "RegistryError",
+    "ResumeError",
+    "RunFolderLockedError",
+]
 
 
 class HeliosError(Exception):
@@ -31,3 +38,10 @@ class CheckpointError(HeliosError):
 
 class ResumeError(HeliosError):
     """Saved state does not fit the objects it is being restored into."""
+
+
+class RunFolderLockedError(HeliosError):
+    """Another process holds the run folder (a second ``fit``, ``test`` or ``export`` of it).
+
+    The message names the folder, the process that holds it (PID and host) and what it is doing.
+    """

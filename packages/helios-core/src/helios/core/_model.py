@@ -284,7 +284,22 @@ class Model(abc.ABC):
                 ) from error
         for group in ("optimizers", "schedulers", "scalers"):
             for name, obj in groups[group].items():
+                expected = _hyperparameter_names(obj) if group == "optimizers" else set()
                 obj.load_state_dict(state_dict[group][name])
+                missing = expected - _hyperparameter_names(obj)
+                if missing:
+                    raise ResumeError(
+                        f"optimizer {name!r} is a {type(obj).__name__}, but its saved state "
+                        f"lacks its settings {sorted(missing)}: the checkpoint was written by "
+                        "another optimizer class. Resume with the optimizer it was written "
+                        "with, or start a fresh run"
+                    )
         best = state_dict.get("best_monitored")
         self._best_monitored = None if best is None else float(best)
         self.load_extra_state_dict(dict(state_dict.get("extra", {})))
+
+
+def _hyperparameter_names(optimizer: Any) -> set[str]:
+    """The settings every parameter group of ``optimizer`` has (``lr``, ``betas``, …)."""
+    groups = getattr(optimizer, "param_groups", None) or [{}]
+    return set.intersection(*(set(group) - {"params"} for group in groups))

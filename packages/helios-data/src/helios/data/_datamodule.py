@@ -69,6 +69,28 @@ def _dataset_size(dataset: Dataset[Any], role: str) -> int:
         ) from None
 
 
+#: What ``DataModule.__init__`` sets: reading one of them without it is a forgotten super().
+_INIT_ATTRIBUTES: Final = frozenset(
+    {
+        "_phases",
+        "_valid",
+        "_test",
+        "_rank",
+        "_world_size",
+        "_seed",
+        "_epoch",
+        "_consumed",
+        "_phase",
+        "_phase_start_epoch",
+        "_train_loader",
+        "_valid_loader",
+        "_test_loader",
+        "_restored_dataset_size",
+        "_setup_depth",
+    }
+)
+
+
 class DataModule(abc.ABC):
     """The datasets of a run and their loaders: override :meth:`setup`, Helios does the rest.
 
@@ -114,6 +136,16 @@ class DataModule(abc.ABC):
         self._test_loader: DataLoader[Any] | None = None
         self._restored_dataset_size: int | None = None
         self._setup_depth = 0
+
+    def __getattr__(self, name: str) -> Any:
+        """Only reached when an attribute is missing: say so if ``__init__`` was skipped."""
+        if name in _INIT_ATTRIBUTES and "_setup_depth" not in self.__dict__:
+            raise ConfigurationError(
+                f"{type(self).__name__}.__init__ did not call super().__init__(): the "
+                "DataModule's own state is missing; expected super().__init__() first in "
+                "__init__"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Make each subclass's ``setup`` start from no datasets, however often it is called."""
@@ -455,6 +487,11 @@ class DataModule(abc.ABC):
             "phase_start_epoch": self._phase_start_epoch,
             "world_size": self._world_size,
             "dataset_size": size,
+            "batch_size": (
+                self._phases[self._phase].params.batch_size
+                if self._phase < len(self._phases)
+                else -1
+            ),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -493,6 +530,15 @@ class DataModule(abc.ABC):
                 raise ResumeError(
                     f"the training state was saved for a dataset of {saved} samples (phase "
                     f"{phase}); this one holds {size}: the order would differ"
+                )
+            batch_size = self._phases[phase].params.batch_size
+            saved_batch = state_dict.get("batch_size", -1)
+            if saved_batch not in (-1, batch_size):
+                raise ResumeError(
+                    f"the training state was saved with batch_size={saved_batch} (phase "
+                    f"{phase}); this DataModule has batch_size={batch_size}: the positions of "
+                    f"the epoch would not line up. Resume with batch_size={saved_batch}, or "
+                    "start a fresh run"
                 )
         if phase != self._phase:
             self._train_loader = None

@@ -9,8 +9,11 @@ a port the kernel picks (port 0) and keeps its socket open for the life of the j
 connect to it as clients, the way torchrun's workers connect to their agent's store.
 
 A failing child never leaves the others hung: as soon as one exits with an error, the others
-get a grace period to stop, then SIGTERM, then SIGKILL, and the parent raises
-:class:`SpawnError` naming the rank that failed first, with its traceback.
+get a grace period to stop, then SIGTERM, then (a second later) SIGKILL, and the parent raises
+:class:`SpawnError` naming the rank that failed first and how: its traceback, the signal that
+killed it (the OOM killer's SIGKILL), its exit status, or that it hung while the others failed
+waiting for it. A failed collective is never the cause when another rank's failure explains it:
+ranks waiting for a dead or hung rank fail *because of* it.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import torch.distributed as dist
 import torch.multiprocessing
 
 from helios.core import ConfigurationError, HeliosError
-from helios.dist._context import BACKEND_VARIABLE, first_failure_time
+from helios.dist._context import BACKEND_VARIABLE, CollectiveError, first_failure_time
 
 __all__ = ["SpawnError", "spawn"]
 
@@ -131,8 +134,12 @@ def _child_main(
     os.environ["RANK"] = os.environ["LOCAL_RANK"] = str(rank)
     try:
         fn(*args)
-    except Exception:
-        record = {"traceback": traceback.format_exc(), "time": first_failure_time() or time.time()}
+    except Exception as error:
+        record = {
+            "traceback": traceback.format_exc(),
+            "time": first_failure_time() or time.time(),
+            "waiting": _failed_waiting(error),
+        }
         partial = f"{error_path}.partial"
         with open(partial, "wb") as file:
             pickle.dump(record, file)
@@ -144,6 +151,18 @@ def _child_main(
         sys.stderr.flush()
         os._exit(1)
     _release_process_groups()
+
+
+def _failed_waiting(error: BaseException) -> bool:
+    """Whether ``error`` is a collective that failed: the consequence of another rank's failure."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, CollectiveError | dist.DistError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _release_process_groups() -> None:
@@ -185,17 +204,25 @@ def _join_all(processes: Sequence[Any], seconds: float) -> None:
         process.join(max(0.0, deadline - time.monotonic()))
 
 
-def _stop(processes: Sequence[Any], grace_period: float) -> None:
-    """Give running children ``grace_period`` to end, then SIGTERM, then SIGKILL."""
+def _stop(processes: Sequence[Any], grace_period: float) -> list[int]:
+    """Give running children ``grace_period`` to end, then SIGTERM, then SIGKILL.
+
+    A rank's first SIGTERM only asks it to stop gracefully (the trainer finishes its step), and
+    a hung rank never gets there: SIGKILL follows after at most a second.
+
+    Returns:
+        The ranks that had to be stopped.
+    """
     _join_all([p for p in processes if p.is_alive()], grace_period)
     running = [p for p in processes if p.is_alive()]
     for process in running:
         process.terminate()
-    _join_all(running, grace_period)
+    _join_all(running, min(grace_period, 1.0))
     for process in running:
         if process.is_alive():
             process.kill()
         process.join()
+    return [rank for rank, process in enumerate(processes) if process in running]
 
 
 def _read_error(path: Path) -> dict[str, Any] | None:
@@ -272,7 +299,9 @@ def spawn(
         error_paths = [Path(folder, f"rank{rank}.pickle") for rank in range(nprocs)]
         processes: list[Any] = []
         first_exit: tuple[int, int] | None = None  # (rank, exit code) of the first failure seen
+        seen_at: dict[int, float] = {}  # when the parent saw each rank exit
         still_running: list[int] = []
+        stopped: list[int] = []
         try:
             for rank in range(nprocs):
                 process = context.Process(
@@ -300,10 +329,15 @@ def spawn(
                 for sentinel in ready:
                     rank = waiting.pop(sentinel)
                     processes[rank].join()
+                    seen_at[rank] = time.time()
                     if processes[rank].exitcode != 0 and first_exit is None:
                         first_exit = (rank, processes[rank].exitcode)
         finally:
-            _stop(processes, grace_period)
+            # Ranks still running after one failed waiting for them are hung: no grace period.
+            waited = first_exit is not None and (_read_error(error_paths[first_exit[0]]) or {}).get(
+                "waiting", False
+            )
+            stopped = _stop(processes, min(grace_period, 1.0) if waited else grace_period)
             del store
 
         if still_running:
@@ -314,26 +348,93 @@ def spawn(
         if first_exit is None:
             return
 
-        # The first rank to fail is the cause; the ranks that were waiting for it in a
-        # collective fail a moment later. Each child stamps its failure with the wall clock.
+        now = time.time()
+        for rank in range(nprocs):
+            seen_at.setdefault(rank, now)
         records = {rank: _read_error(path) for rank, path in enumerate(error_paths)}
-        raised = {rank: record for rank, record in records.items() if record is not None}
-        if raised:
-            rank = min(raised, key=lambda r: (raised[r]["time"], r))
+        raise _blame(processes, records, seen_at, stopped, first_exit)
+
+
+def _blame(
+    processes: Sequence[Any],
+    records: dict[int, dict[str, Any] | None],
+    seen_at: dict[int, float],
+    stopped: list[int],
+    first_exit: tuple[int, int],
+) -> SpawnError:
+    """The error naming the rank whose failure caused the job's, and how it failed.
+
+    The first rank to fail is the cause; the ranks that were waiting for it in a collective fail
+    a moment later (each child stamps its failure with the wall clock), and their failures are
+    consequences whatever their time. A rank that died without a traceback (a signal, an exit
+    status) is dated when the parent saw it go. With nothing but failed collectives, the ranks
+    that were still running and had to be stopped are the ones that hung.
+    """
+    nprocs = len(processes)
+    raised = {rank: record for rank, record in records.items() if record is not None}
+    causes: list[tuple[float, int]] = []
+    for rank, process in enumerate(processes):
+        if rank in stopped or process.exitcode == 0:
+            continue
+        record = raised.get(rank)
+        if record is None:
+            causes.append((seen_at[rank], rank))
+        elif not record.get("waiting", False):
+            causes.append((float(record["time"]), rank))
+    waiting = sorted(r for r, record in raised.items() if record.get("waiting", False))
+    if causes:
+        _, rank = min(causes)
+        code = processes[rank].exitcode
+        others = sorted((set(raised) | {r for _, r in causes}) - {rank})
+        also = f" (ranks {others} failed after it)" if others else ""
+        later = {other: str(raised[other]["traceback"]) for other in others if other in raised}
+        if rank in raised:
             text = str(raised[rank]["traceback"])
-            code = processes[rank].exitcode
-            others = sorted(set(raised) - {rank})
-            also = f" (ranks {others} failed after it)" if others else ""
-            raise SpawnError(
+            return SpawnError(
                 f"rank {rank} of {nprocs} failed{also}; its traceback:\n{text}",
                 rank=rank,
                 traceback=text,
                 exit_code=code,
-                later_failures={other: str(raised[other]["traceback"]) for other in others},
+                later_failures=later,
             )
-        rank, code = first_exit
-        raise SpawnError(
-            f"rank {rank} of {nprocs} {_describe(code)} without a Python traceback",
+        return SpawnError(
+            f"rank {rank} of {nprocs} {_describe(code)} without a Python traceback{also}",
             rank=rank,
             exit_code=code,
+            later_failures=later,
         )
+    if waiting and stopped:
+        rank = stopped[0]
+        waiter = min(waiting, key=lambda r: (raised[r]["time"], r))
+        why = _last_line(str(raised[waiter]["traceback"]))
+        return SpawnError(
+            f"rank {rank} of {nprocs} hung: it was still running when rank {waiter} failed "
+            f"waiting for it ({why}), and was stopped"
+            + (f" (ranks {stopped[1:]} were stopped too)" if len(stopped) > 1 else ""),
+            rank=rank,
+            exit_code=processes[rank].exitcode,
+            later_failures={r: str(raised[r]["traceback"]) for r in waiting},
+        )
+    if raised:
+        rank = min(raised, key=lambda r: (raised[r]["time"], r))
+        text = str(raised[rank]["traceback"])
+        others = sorted(set(raised) - {rank})
+        also = f" (ranks {others} failed after it)" if others else ""
+        return SpawnError(
+            f"rank {rank} of {nprocs} failed{also}; its traceback:\n{text}",
+            rank=rank,
+            traceback=text,
+            exit_code=processes[rank].exitcode,
+            later_failures={other: str(raised[other]["traceback"]) for other in others},
+        )
+    rank, code = first_exit
+    return SpawnError(
+        f"rank {rank} of {nprocs} {_describe(code)} without a Python traceback",
+        rank=rank,
+        exit_code=code,
+    )
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"

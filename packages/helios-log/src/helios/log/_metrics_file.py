@@ -13,6 +13,7 @@ leaves either the old file or the new one, never a mixture.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -98,11 +99,25 @@ class MetricsFileLogger:
             raise HeliosError(f"MetricsFileLogger.{method} called after close() on {self.path}")
         if not self.enabled:
             return
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8")
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()  # to the operating system: a killed process loses no line
+        try:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("a", encoding="utf-8")
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()  # to the operating system: a killed process loses no line
+        except OSError as exc:
+            self._abandon_file()
+            raise HeliosError(
+                f"cannot write the metrics file {self.path}: {exc.strerror or exc} "
+                f"(step {record.get('step')}); expected a writable file on a disk with free space"
+            ) from exc
+
+    def _abandon_file(self) -> None:
+        """Drop a file that failed to take a line, so closing it cannot raise a second error."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
 
     def log_scalars(self, metrics: Mapping[str, float], step: int) -> None:
         """Append ``{"step": step, name: value, ...}``.
@@ -166,6 +181,11 @@ class MetricsFileLogger:
             self._file = None
         if not self.path.exists():
             return
+        if not self.path.is_file():
+            raise HeliosError(
+                f"the metrics file {self.path} is not a regular file; expected a file (or "
+                "nothing) there"
+            )
         kept: list[str] = []
         unreadable = 0
         with self.path.open(encoding="utf-8") as file:
@@ -190,15 +210,27 @@ class MetricsFileLogger:
         _write_atomically(self.path, "".join(kept))
 
     def flush(self) -> None:
-        """Make the lines written so far durable on disk (fsync)."""
+        """Make the lines written so far durable on disk (fsync).
+
+        Raises:
+            HeliosError: the file cannot be written (a full disk), naming it.
+        """
         if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError as exc:
+                self._abandon_file()
+                raise HeliosError(
+                    f"cannot write the metrics file {self.path}: {exc.strerror or exc}; "
+                    "expected a writable file on a disk with free space"
+                ) from exc
 
     def close(self) -> None:
         """Flush and close the file (idempotent); the logger is not used afterwards."""
-        if self._file is not None:
-            self.flush()
-            self._file.close()
-            self._file = None
         self._closed = True
+        if self._file is not None:
+            try:
+                self.flush()
+            finally:
+                self._abandon_file()

@@ -5,7 +5,8 @@
     helios verify-resume --model module:Class --data module:Class [--steps N] [--workers K]
 
 Bad input (a missing folder, a corrupt checkpoint, a ``module:Class`` that does not import)
-gets one line on stderr and exit status 2; ``verify-resume`` exits 1 when the runs diverge, and
+gets one line on stderr and exit status 2; ``checkpoints`` exits 1 when the newest checkpoint
+is damaged; ``verify-resume`` exits 1 when the runs diverge, and
 ``export`` exits 1 (with one line) when the export or its onnxruntime check fails.
 """
 
@@ -32,8 +33,22 @@ class CommandError(Exception):
     """A problem with what the user asked for: printed as one line, exit status 2."""
 
 
+def _current_folder_last() -> None:
+    """Let the current folder provide modules, but never before the installed ones.
+
+    ``python -m helios.trainer`` puts the current folder first on ``sys.path``: a file there
+    named like an installed module (an ``onnxruntime.py``) would run instead of it. The folder
+    goes last, where it still finds the user's own ``module:Class``.
+    """
+    here = os.path.realpath(os.getcwd())
+    sys.path[:] = [entry for entry in sys.path if entry != "" and os.path.realpath(entry) != here]
+    sys.path.append(here)
+
+
 def load_class(spec: str) -> type[Any]:
     """Import ``module:Class`` (``module.Class`` is accepted too), from the current folder too.
+
+    The current folder is searched after the installed packages, never before them.
 
     Raises:
         CommandError: the module or the class cannot be found.
@@ -43,8 +58,7 @@ def load_class(spec: str) -> type[Any]:
         module_name, _, class_name = spec.rpartition(".")
     if not module_name or not class_name:
         raise CommandError(f"{spec!r} is not of the form module:Class")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    _current_folder_last()
     try:
         module = importlib.import_module(module_name)
     except Exception as error:  # an import runs user code: any error is the user's to see
@@ -54,6 +68,19 @@ def load_class(spec: str) -> type[Any]:
     found = getattr(module, class_name, None)
     if not isinstance(found, type):
         raise CommandError(f"module {module_name!r} has no class {class_name!r}")
+    return found
+
+
+def _model_class(spec: str) -> type[Any]:
+    """The class ``--model`` names, which must be a :class:`helios.core.Model`."""
+    from helios.core import ConfigurationError, Model
+
+    found = load_class(spec)
+    if not issubclass(found, Model):
+        raise ConfigurationError(
+            f"--model {spec!r} names {found.__module__}.{found.__qualname__}, which is not a "
+            "helios.core.Model; expected a subclass of Model"
+        )
     return found
 
 
@@ -67,34 +94,73 @@ def _format_metrics(metrics: Any) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in sorted(dict(metrics).items())) or "-"
 
 
+def _entry_line(entry: Any) -> str:
+    info = entry.info
+    step = info.step if info is not None else entry.step
+    epoch = info.epoch if info is not None else None
+    metrics = _format_metrics(info.metrics) if info is not None and entry.verdict == "ok" else ""
+    return (
+        f"  {'-' if step is None else step:>8} {'-' if epoch is None else epoch:>6} "
+        f"{entry.size:>12,}  {entry.verdict:<19} {entry.path.name:<24} {metrics}"
+    ).rstrip()
+
+
 def checkpoints(run_dir: Path) -> int:
-    """Print every checkpoint of a run, whether it verifies, and the one a resume would pick."""
-    if not run_dir.is_dir():
-        raise CommandError(f"run folder {str(run_dir)!r} does not exist")
-    folder = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
+    """Print every entry that looks like a checkpoint with its verdict, and the resume pick.
+
+    Returns:
+        0, or 1 when the newest checkpoint (by the step in its name) is damaged or refused.
+    """
+    if run_dir.is_dir():
+        folder = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
+        only = None
+    elif run_dir.exists() or run_dir.is_symlink():
+        folder, only = run_dir.parent, run_dir.name  # one file
+    else:
+        raise CommandError(f"{str(run_dir)!r} does not exist: expected a run folder or a file")
     store = _store(folder)
-    infos = store.list()
-    if not infos:
+    entries = store.inspect(load=True)
+    if only is not None:
+        entries = [entry for entry in entries if entry.path.name == only]
+        if not entries:
+            raise CommandError(
+                f"{str(run_dir)!r} is not named like a checkpoint (step-NNNNNNNN.pt): expected a "
+                "run folder or a checkpoint file"
+            )
+    if not entries:
         print(f"no checkpoints in {folder}")
         return 0
     print(f"checkpoints in {folder}:")
-    print(f"  {'step':>8} {'epoch':>6} {'size':>10}  {'status':<8} {'file':<24} metrics")
-    for info in infos:
-        try:
-            store.verify(info)
-            status = "ok"
-        except HeliosError as error:
-            status = f"CORRUPT ({error})"
+    print(f"  {'step':>8} {'epoch':>6} {'size':>12}  {'status':<19} {'file':<24} metrics")
+    for entry in entries:
+        print(_entry_line(entry))
+        if entry.reason and entry.verdict not in ("ok", "temporary"):
+            print(f"           {entry.reason}")
+    leftovers = [entry for entry in entries if entry.verdict == "temporary"]
+    if leftovers:
+        total = sum(entry.size for entry in leftovers)
         print(
-            f"  {info.step:>8} {info.epoch:>6} {info.size:>10,}  {status.split(' (')[0]:<8} "
-            f"{info.path.name:<24} {_format_metrics(info.metrics)}"
+            f"{len(leftovers)} temporary file(s) of interrupted saves ({total:,} bytes): the "
+            "next fit removes them"
         )
-        if status != "ok":
-            print(f"           {status}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        latest = store.latest()
-    print(f"resume would pick: {latest.path.name if latest else 'none (no good checkpoint)'}")
+    named = [entry for entry in entries if entry.step is not None]
+    if only is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            latest = store.latest()
+        pick = latest.path.name if latest else "none (no good checkpoint)"
+        refused = latest is not None and any(
+            e.path == latest.path and e.verdict == "REFUSED" for e in named
+        )
+        print(f"resume would pick: {pick}" + (" (REFUSED: fit stops there)" if refused else ""))
+    if named and named[-1].verdict != "ok":
+        newest = named[-1]
+        print(
+            f"helios checkpoints: the newest checkpoint, {newest.path.name}, is "
+            f"{newest.verdict}: {newest.reason}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return 0
 
 
@@ -104,7 +170,7 @@ def export(checkpoint: Path, model_spec: str, out: Path | None) -> int:
 
     if not checkpoint.is_file():
         raise CommandError(f"checkpoint {str(checkpoint)!r} does not exist")
-    model_class = load_class(model_spec)
+    model_class = _model_class(model_spec)
     run_dir = (
         checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     )
@@ -121,7 +187,7 @@ def verify_resume(
     """Train twice straight and once stopped and resumed; report whether all three agree."""
     from helios.trainer._verify import verify
 
-    load_class(model_spec)
+    _model_class(model_spec)
     load_class(data_spec)
     return verify(model_spec, data_spec, steps=steps, workers=workers, seed=seed)
 
@@ -135,10 +201,15 @@ def _parser() -> argparse.ArgumentParser:
     listing = commands.add_parser(
         "checkpoints",
         help="list a run's checkpoints and whether each verifies",
-        description="List every checkpoint of a run with step, epoch, metrics and size, "
-        "verify each (size and SHA-256), and say which one a resume would pick.",
+        description="List every entry of a run that looks like a checkpoint with step, epoch, "
+        "size, metrics and a verdict: ok, CORRUPT (with the reason), REFUSED (intact, but it "
+        "holds objects weights-only loading refuses), not a regular file; and leftover "
+        "temporary files. Each checkpoint is verified (size, SHA-256) and loaded weights-only. "
+        "Says which one a resume would pick; exit status 1 when the newest is not ok.",
     )
-    listing.add_argument("run_dir", type=Path, help="the run folder (or its checkpoints folder)")
+    listing.add_argument(
+        "run_dir", type=Path, help="the run folder (or its checkpoints folder, or one file)"
+    )
 
     exporting = commands.add_parser(
         "export",
@@ -170,6 +241,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``helios`` command; returns the exit status."""
+    _current_folder_last()
     args = _parser().parse_args(argv)
     from helios.trainer._wiring import CheckpointWarning, ExportError
 

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence, Sized
 from datetime import timedelta
 from pathlib import Path
@@ -41,7 +42,7 @@ from helios.core import (
     seed_everything,
     set_deterministic,
 )
-from helios.trainer import _wiring
+from helios.trainer import _lock, _wiring
 from helios.trainer._signals import RESUMABLE_EXIT_CODE, ForwardSignals, StopSignals
 
 __all__ = ["FitResult", "Trainer"]
@@ -180,6 +181,19 @@ def _evaluate(
     return {name: value / count for name, value in means.items()} if count else {}
 
 
+def _refuse_loss(loss: torch.Tensor) -> None:
+    """Say what is wrong with a loss automatic optimisation cannot backpropagate."""
+    if loss.ndim != 0:
+        raise ConfigurationError(
+            f"train_step returned a loss of shape {tuple(loss.shape)}; expected a scalar tensor "
+            "(reduce it, e.g. with .mean())"
+        )
+    raise ConfigurationError(
+        "train_step returned a loss that does not require grad (detached, or computed under "
+        "torch.no_grad()); expected the loss computed from the networks' outputs"
+    )
+
+
 def _split_output(output: Any, *, automatic: bool) -> tuple[torch.Tensor | None, dict[str, Any]]:
     """The loss to optimise and the metrics to log from what ``train_step`` returned."""
     if isinstance(output, torch.Tensor):
@@ -295,6 +309,10 @@ class Trainer:
         distributed: DistributedContext | None = None,
     ) -> None:
         """Validate and keep the settings; nothing starts until :meth:`fit` or :meth:`test`."""
+        if not isinstance(run_dir, str | os.PathLike) or not os.fspath(run_dir):
+            raise ConfigurationError(
+                f"run_dir must be the path of a folder (a str or os.PathLike), got {run_dir!r}"
+            )
         if unit not in ("epoch", "iteration"):
             raise ConfigurationError(f"unit must be 'epoch' or 'iteration', got {unit!r}")
         _positive("total", total)
@@ -308,7 +326,11 @@ class Trainer:
             raise ConfigurationError(f"keep_best must be >= 0 or None, got {keep_best!r}")
         if precision not in _PRECISIONS:
             raise ConfigurationError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
-        if clip_grad_norm is not None and not clip_grad_norm > 0:
+        if clip_grad_norm is not None and (
+            isinstance(clip_grad_norm, bool)
+            or not isinstance(clip_grad_norm, int | float)
+            or not clip_grad_norm > 0
+        ):
             raise ConfigurationError(
                 f"clip_grad_norm must be a positive number or None, got {clip_grad_norm!r}"
             )
@@ -435,11 +457,15 @@ class Trainer:
         launched = self.distributed is not None or _wiring.launched_externally()
         if nprocs > 1 or (chosen_gpus and not launched):
             self._prepare_gpu_ids()
-            start = self._latest(model)
-            datamodule.prepare_data()
-            with ForwardSignals():
-                _wiring.spawn_processes(_fit_entry, nprocs, (self, model, datamodule), self.backend)
-            result = self._result_after_spawn(model, start)
+            # This process holds the run folder for the ranks it spawns (they take no lock).
+            with _lock.lock_run_folder(self.run_dir, "fit"):
+                start = self._latest(model)
+                datamodule.prepare_data()
+                with ForwardSignals():
+                    _wiring.spawn_processes(
+                        _fit_entry, nprocs, (self, model, datamodule), self.backend
+                    )
+                result = self._result_after_spawn(model, start)
         else:
             result = self._run_here(model, datamodule, prepare=True)
         if result.interrupted and self.exit_on_signal:
@@ -471,16 +497,19 @@ class Trainer:
         context = self.distributed or _wiring.build_context(
             self.backend, self.timeout, self._device_kind()
         )
-        logger = _wiring.start_logging(self.run_dir, context)
         try:
-            return _TestRun(self, model, datamodule, context, logger).run(checkpoint)
-        except BaseException:
-            logger.exception("testing failed on rank %d", context.rank)
-            raise
+            with _lock.hold_run_folder(self.run_dir, "test", context):
+                logger = _wiring.start_logging(self.run_dir, context)
+                try:
+                    return _TestRun(self, model, datamodule, context, logger).run(checkpoint)
+                except BaseException:
+                    logger.exception("testing failed on rank %d", context.rank)
+                    raise
+                finally:
+                    _wiring.stop_logging()
         finally:
             if self.distributed is None:
                 context.close()
-            _wiring.stop_logging()
 
     def export(
         self,
@@ -508,6 +537,17 @@ class Trainer:
             ConfigurationError: the model names nothing to export.
         """
         self._check_model(model, None)
+        # A checkpoint on read-only storage exports (to a writable --out) without the lock.
+        with _lock.lock_run_folder(self.run_dir, "export", writable=path is None):
+            return self._export_locked(model, checkpoint, path, opset)
+
+    def _export_locked(
+        self,
+        model: Model,
+        checkpoint: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None,
+        opset: int | None,
+    ) -> _wiring.ExportReport:
         model.setup()
         store = self._store(model)
         try:
@@ -515,6 +555,11 @@ class Trainer:
             saved = store.load(info.path, map_location="cpu")
         finally:
             store.close()
+        if not isinstance(saved.get("model"), Mapping):
+            raise CheckpointError(
+                f"checkpoint {info.path} holds no 'model' state (keys: {sorted(saved)}); "
+                "expected a checkpoint written by helios.trainer"
+            )
         model.load_state_dict(saved["model"])
         target = model.export_target()
         if target is None:
@@ -530,6 +575,12 @@ class Trainer:
 
     @staticmethod
     def _check_model(model: object, datamodule: object) -> None:
+        for name, given in (("model", model), ("datamodule", datamodule)):
+            if isinstance(given, type):
+                raise ConfigurationError(
+                    f"{name} must be an instance, got the class {given.__name__}; expected "
+                    f"{given.__name__}() (with its arguments)"
+                )
         if not isinstance(model, Model):
             raise ConfigurationError(
                 f"model must be a helios.core.Model, got {type(model).__name__}"
@@ -558,23 +609,29 @@ class Trainer:
             async_save=self.async_checkpoints,
         )
 
-    def _run_here(self, model: Model, datamodule: DataSource, *, prepare: bool) -> FitResult:
+    def _run_here(
+        self, model: Model, datamodule: DataSource, *, prepare: bool, lock: bool = True
+    ) -> FitResult:
         context = self.distributed or _wiring.build_context(
             self.backend, self.timeout, self._device_kind()
         )
-        logger = _wiring.start_logging(self.run_dir, context)
         try:
-            with StopSignals() as signals:
-                return _FitRun(self, model, datamodule, context, logger, signals).run(prepare)
-        except BaseException:
-            logger.exception(
-                "training failed on rank %d (node %d)", context.rank, context.node_rank
-            )
-            raise
+            with _lock.hold_run_folder(self.run_dir, "fit", context, take=lock):
+                logger = _wiring.start_logging(self.run_dir, context)
+                try:
+                    with StopSignals() as signals:
+                        run = _FitRun(self, model, datamodule, context, logger, signals)
+                        return run.run(prepare)
+                except BaseException:
+                    logger.exception(
+                        "training failed on rank %d (node %d)", context.rank, context.node_rank
+                    )
+                    raise
+                finally:
+                    _wiring.stop_logging()
         finally:
             if self.distributed is None:
                 context.close()
-            _wiring.stop_logging()
 
     def _latest(self, model: Model) -> CheckpointInfo | None:
         store = self._store(model)
@@ -628,8 +685,8 @@ def _find_checkpoint(
 
 
 def _fit_entry(trainer: Trainer, model: Model, datamodule: DataSource) -> None:
-    """What each spawned process runs (module level, so it pickles)."""
-    trainer._run_here(model, datamodule, prepare=False)
+    """What each spawned process runs (module level, so it pickles); the parent holds the lock."""
+    trainer._run_here(model, datamodule, prepare=False, lock=False)
 
 
 class _FitRun:
@@ -747,8 +804,23 @@ class _FitRun:
         return self.own_scaler
 
     def _store_on_main(self) -> CheckpointStore | None:
-        """The checkpoint store; every rank reads it, only global rank 0 writes."""
-        return self.trainer._store(self.model)
+        """The checkpoint store; every rank reads it, only global rank 0 writes.
+
+        Rank 0 (which holds the run folder's lock, or whose parent does) first removes the
+        temporary files of saves that were killed, so a crash loop cannot fill the disk.
+        """
+        store = self.trainer._store(self.model)
+        if self.context.is_main_process:
+            removed = _wiring.remove_temporary_files(store)
+            if removed:
+                self.logger.warning(
+                    "removed %d temporary file(s) left by interrupted checkpoint saves "
+                    "(%d bytes): %s",
+                    len(removed),
+                    sum(size for _, size in removed),
+                    ", ".join(path.name for path, _ in removed),
+                )
+        return store
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The precision context of forward passes (a shared no-op one for ``"32"``)."""
@@ -775,22 +847,56 @@ class _FitRun:
     # ---- resume ---------------------------------------------------------------------------
 
     def _choose_checkpoint(self) -> str | None:
-        """The checkpoint to resume from, decided on rank 0 and agreed by every rank."""
+        """The checkpoint to resume from, decided on rank 0 and agreed by every rank.
+
+        A refusal (checkpoints present but none usable, or any with ``resume='never'``) is
+        raised on every rank, so none is left waiting.
+        """
         trainer, store = self.trainer, self.store
         choice: str | None = None
+        refusal: tuple[str, str] | None = None
         if self.context.is_main_process and store is not None:
             if trainer.resume == "auto":
                 info = store.latest()
                 choice = None if info is None else os.fspath(info.path)
+                if info is None:
+                    refusal = self._nothing_usable(store)
             elif trainer.resume == "never":
-                if store.list():
-                    raise ConfigurationError(
+                if store.list() or self._checkpoint_entries(store):
+                    refusal = (
+                        "ConfigurationError",
                         f"resume='never', but {trainer.run_dir} already holds checkpoints; "
-                        "use another run_dir, delete them, or resume='auto'"
+                        "use another run_dir, delete them, or resume='auto'",
                     )
             else:
                 choice = trainer.resume
-        return self.context.broadcast_object(choice, src=0)
+        if self.context.is_distributed:
+            choice, refusal = self.context.broadcast_object((choice, refusal), src=0)
+        if refusal is not None:
+            kind, message = refusal
+            raise (ConfigurationError if kind == "ConfigurationError" else CheckpointError)(message)
+        return choice
+
+    @staticmethod
+    def _checkpoint_entries(store: CheckpointStore) -> list[Any]:
+        """The entries of the default store's folder named like checkpoints (any verdict)."""
+        entries = _wiring.inspect_checkpoints(store) or []
+        return [entry for entry in entries if entry.step is not None]
+
+    def _nothing_usable(self, store: CheckpointStore) -> tuple[str, str] | None:
+        """Why ``resume='auto'`` must not start over when checkpoints exist but none loads."""
+        found = self._checkpoint_entries(store)
+        if not found:
+            return None
+        folder = self.trainer.run_dir / "checkpoints"
+        what = "; ".join(f"{entry.path.name}: {entry.verdict} ({entry.reason})" for entry in found)
+        return (
+            "CheckpointError",
+            f"resume='auto' found {len(found)} checkpoint file(s) in {folder} but none usable, "
+            f"and will not start over on top of them: {what}. Nothing was changed. To start "
+            f"fresh, move {folder} away (or use another run_dir); to resume from a checkpoint "
+            "kept elsewhere, pass resume=<its path>",
+        )
 
     def _resume_or_start(self) -> None:
         path = self._choose_checkpoint()
@@ -798,8 +904,43 @@ class _FitRun:
             self._start_fresh()
             return
         assert self.store is not None
-        checkpoint = self.store.load(path, map_location=self.device)
+        try:
+            checkpoint = self.store.load(path, map_location=self.device)
+        except CheckpointError as exc:
+            if self.trainer.resume != "auto":
+                raise
+            raise CheckpointError(
+                f"{exc}. resume='auto' stops here rather than go back to an older checkpoint "
+                f"unasked: move {Path(path).name} out of {Path(path).parent} to resume from the "
+                "one before it, or pass resume=<the checkpoint to resume from>"
+            ) from exc
+        if self.trainer.resume not in ("auto", "never") and self.context.is_main_process:
+            self._set_aside_newer(int(checkpoint["training_state"]["step"]), Path(path))
         self._restore(checkpoint, Path(path))
+
+    def _set_aside_newer(self, step: int, path: Path) -> None:
+        """Going back to an older checkpoint: move the newer ones (and their logs) aside.
+
+        Otherwise a later ``resume='auto'`` would jump back to the abandoned line, and
+        retention would delete the new line's checkpoints in favour of the old one's.
+        """
+        assert self.store is not None
+        moved = _wiring.set_aside_checkpoints(self.store, step)
+        if moved is None:
+            return
+        aside, files = moved
+        metrics = self.trainer.run_dir / "metrics.jsonl"
+        if metrics.is_file():
+            shutil.copy2(metrics, aside / metrics.name)
+        self.logger.warning(
+            "resuming from %s (step %d), older than the %d checkpoint(s) after it: moved them "
+            "to %s (with a copy of metrics.jsonl); nothing was deleted: %s",
+            path,
+            step,
+            len(files),
+            aside,
+            ", ".join(file.name for file in files),
+        )
 
     def _start_fresh(self) -> None:
         trainer, context = self.trainer, self.context
@@ -1050,6 +1191,8 @@ class _FitRun:
         loss, metrics = _split_output(output, automatic=self.automatic)
         if self.automatic:
             assert loss is not None
+            if loss.ndim != 0 or not loss.requires_grad:
+                _refuse_loss(loss)
             if window > 1:
                 loss = loss / window
             if self.scaler is not None and self.scaler.is_enabled():
@@ -1239,11 +1382,14 @@ class _FitRun:
                     "last_valid_step": self.last_valid_step,
                 },
             }
+            # Metrics only of a validation of exactly these weights: else "best" could be
+            # weights that were never validated (e.g. diverged since the last validation).
+            validated = self.last_valid_step == state.step
             info = self.store.save(
                 checkpoint,
                 step=state.step,
                 epoch=state.epoch,
-                metrics=dict(self.model.valid_metrics),
+                metrics=dict(self.model.valid_metrics) if validated else {},
             )
             self.last_checkpoint = info.path
         self.last_checkpoint_step = state.step

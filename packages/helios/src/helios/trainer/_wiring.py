@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from helios.ckpt import CheckpointWarning, DirectoryCheckpointStore
+from helios.ckpt import CheckpointEntry, CheckpointWarning, DirectoryCheckpointStore
 from helios.core import CheckpointStore, DistributedContext, ExportTarget, MetricLogger
 from helios.dist import TorchDistributed, detect_launcher, spawn
 from helios.export import ExportError, ExportReport, export_onnx
@@ -36,8 +36,11 @@ __all__ = [
     "build_context",
     "build_metric_logger",
     "export_target",
+    "inspect_checkpoints",
     "launched_externally",
     "open_checkpoint_folder",
+    "remove_temporary_files",
+    "set_aside_checkpoints",
     "spawn_processes",
     "start_logging",
     "stop_logging",
@@ -84,6 +87,29 @@ def build_checkpoint_store(
 def open_checkpoint_folder(directory: Path) -> DirectoryCheckpointStore:
     """A store over an existing folder of checkpoints, for reading them (it prunes nothing)."""
     return DirectoryCheckpointStore(directory, keep_last=None)
+
+
+def remove_temporary_files(store: CheckpointStore) -> list[tuple[Path, int]]:
+    """Delete what killed saves left in the default store's folder (its writer, locked, only)."""
+    if isinstance(store, DirectoryCheckpointStore):
+        return store.remove_temporary_files()
+    return []
+
+
+def inspect_checkpoints(store: CheckpointStore) -> list[CheckpointEntry] | None:
+    """Every entry of the default store's folder with its verdict; ``None`` for other stores."""
+    if isinstance(store, DirectoryCheckpointStore):
+        return store.inspect()
+    return None
+
+
+def set_aside_checkpoints(
+    store: CheckpointStore, after_step: int
+) -> tuple[Path, list[Path]] | None:
+    """Move the default store's checkpoints after ``after_step`` to a subfolder."""
+    if isinstance(store, DirectoryCheckpointStore):
+        return store.set_aside(after_step)
+    return None
 
 
 def build_metric_logger(
