@@ -86,7 +86,7 @@ def refused(path: Path) -> None:
     from helios.ckpt._format import write_checkpoint
 
     step = int(path.name[5:13])
-    with path.open("wb", buffering=0) as file:
+    with path.open("w+b", buffering=0) as file:
         state = {"model": {}, "hook": Armed(path.with_name("code-ran"))}
         write_checkpoint(file, state, step=step, epoch=0, wall_time=0.0, metrics={})
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from helios.core import (
 )
 from helios.data import DataLoaderParams, DataModule
 from helios.log import MetricsFileLogger
-from helios.trainer import Trainer, TrainingAbortedError
+from helios.trainer import SAME_REQUEST_SECONDS, Trainer, TrainingAbortedError
 from helios.trainer._cli import main
 
 QUIET: dict[str, Any] = {"progress": False, "tensorboard": False, "devices": "cpu"}
@@ -163,13 +164,16 @@ def test_a_second_stop_signal_while_the_stop_checkpoint_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stopping = False
-    write = _format._HashingSink.write
+    write = _format._PayloadSink.write
 
     def write_and_signal(self: Any, data: Any) -> int:
         nonlocal stopping
         if stopping:
             stopping = False
-            os.kill(os.getpid(), signal.SIGTERM)  # the second signal, in the middle of the write
+            # A second request, not a relayed copy of the first: it comes after the window in
+            # which copies of one signal count once; it arrives in the middle of the write.
+            time.sleep(SAME_REQUEST_SECONDS + 0.2)
+            os.kill(os.getpid(), signal.SIGTERM)
         return write(self, data)
 
     class StopsAtStep2(Validated):
@@ -179,7 +183,7 @@ def test_a_second_stop_signal_while_the_stop_checkpoint_is_written(
                 os.kill(os.getpid(), signal.SIGTERM)
                 stopping = True
 
-    monkeypatch.setattr(_format._HashingSink, "write", write_and_signal)
+    monkeypatch.setattr(_format._PayloadSink, "write", write_and_signal)
     run = trainer(tmp_path, total=4, exit_on_signal=False)
     with pytest.raises(TrainingAbortedError, match="SIGTERM received while stopping"):
         run.fit(StopsAtStep2(), BlobsWithValidation())
