@@ -17,7 +17,8 @@ The workload (issue 15): an MLP 64-256-256-10, batch 64, SGD, one thread, a map-
 * **PyTorch Lightning**, where installed, on the whole path (its own ``DataLoader``).
 
 Start-up (loggers, the checkpoint at the end, worker start) is cancelled by timing two run
-lengths and taking the slope; rounds of every runner are interleaved so drift hits all alike.
+lengths and taking the slope between the fastest run of each length (interference only adds
+time); rounds of every runner are interleaved so drift hits all alike.
 With ``num_workers=0`` times are this process's CPU time (on a shared, noisy machine that
 measures the work done, where wall time would measure the neighbours); with workers the work is
 spread over processes, so wall time is used and the figure is noisier.
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -274,14 +274,21 @@ def with_lightning(
 
 
 def measure(found: dict[str, Runner], rounds: int, short: int, long: int) -> dict[str, float]:
-    """Median per-step slope of every runner, rounds interleaved."""
+    """Per-step time of every runner: the slope between its fastest short and long runs.
+
+    On a noisy machine interference only ever adds time, so each run length's minimum over the
+    interleaved rounds is the best estimate of its cost; the slope between the two cancels
+    start-up.
+    """
     for run in found.values():  # warm-up: imports, allocator, first-call costs
         run(short // 4)
-    slopes: dict[str, list[float]] = {name: [] for name in found}
+    shortest: dict[str, list[float]] = {name: [] for name in found}
+    longest: dict[str, list[float]] = {name: [] for name in found}
     for _ in range(rounds):
         for name, run in found.items():
-            slopes[name].append((run(long) - run(short)) / (long - short))
-    return {name: statistics.median(values) for name, values in slopes.items()}
+            longest[name].append(run(long))
+            shortest[name].append(run(short))
+    return {name: (min(longest[name]) - min(shortest[name])) / (long - short) for name in found}
 
 
 def report(title: str, per_step: dict[str, float], goal: float) -> None:
@@ -306,7 +313,7 @@ def main() -> None:
     print(
         f"workload: MLP 64-256-256-10, batch {BATCH}, SGD, 1 thread, TensorDataset of "
         f"{SAMPLES} samples, shuffle=True; per-step slope of {args.short} vs {args.long} steps, "
-        f"median of {args.rounds} interleaved rounds"
+        f"fastest of {args.rounds} interleaved rounds"
     )
     for workers in args.workers:
         clock = time.process_time if workers == 0 else time.perf_counter
