@@ -187,18 +187,23 @@ def trainer(run_dir: str, steps: int) -> Trainer:
     )
 
 
+def torch_loader(dataset: TensorDataset, workers: int) -> DataLoader[Any]:
+    """What a hand-written loop (and Lightning) reads: torch's own DataLoader, shuffled."""
+    return DataLoader(
+        dataset,
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+
+
 def runners(dataset: TensorDataset, workers: int, clock: Callable[[], float]) -> dict[str, Runner]:
     """The whole-path runners: each trains ``steps`` steps and returns the time it took."""
 
     def hand_written(steps: int) -> float:
         started = clock()
-        loader = DataLoader(
-            dataset,
-            batch_size=BATCH,
-            shuffle=True,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
+        loader = torch_loader(dataset, workers)
         train_by_hand(epochs_of(loader), steps)
         return clock() - started
 
@@ -252,13 +257,7 @@ def with_lightning(
 
     with tempfile.TemporaryDirectory() as root:
         started = clock()
-        loader = DataLoader(
-            dataset,
-            batch_size=BATCH,
-            shuffle=True,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
+        loader = torch_loader(dataset, workers)
         run = pl.Trainer(
             max_steps=steps,
             accelerator="cpu",
