@@ -656,19 +656,11 @@ class DirectoryCheckpointStore:
     # ------------------------------------------------------------------ reading
 
     def _paths_by_step(self) -> builtins.list[tuple[int, Path]]:
-        try:
-            names = os.listdir(self._directory)
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise CheckpointError(
-                f"cannot list the checkpoint folder {self._directory}: {exc}"
-            ) from exc
         found = []
-        for name in names:
-            match = _NAME.match(name)
+        for entry in self._scan():
+            match = _NAME.match(entry.name)
             if match:
-                found.append((int(match.group(1)), self._directory / name))
+                found.append((int(match.group(1)), self._directory / entry.name))
         return sorted(found)
 
     def _headers(self, *, warn: bool) -> builtins.list[CheckpointInfo]:
