@@ -15,6 +15,7 @@ from helios.core._builtin_registries import (
     OPTIMIZER_REGISTRY,
     SCHEDULER_REGISTRY,
 )
+from helios.core._checks import ModelWarning, check_model_initialised, check_model_setup
 from helios.core._errors import (
     CheckpointError,
     ConfigurationError,
@@ -62,6 +63,7 @@ __all__ = [
     "HeliosError",
     "MetricLogger",
     "Model",
+    "ModelWarning",
     "Registry",
     "RegistryError",
     "ResumeError",
@@ -71,6 +73,8 @@ __all__ = [
     "TrainingState",
     "__version__",
     "capture_rng_state",
+    "check_model_initialised",
+    "check_model_setup",
     "numpy_generator",
     "restore_rng_state",
     "seed_everything",

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
+from helios.core._checks import INITIALISED
 from helios.core._errors import ConfigurationError, ResumeError
 from helios.core._state import TrainingState
 
@@ -91,6 +92,7 @@ class Model(abc.ABC):
         #: Metrics of the last test pass, averaged over every sample of every process.
         self.test_metrics: dict[str, float] = {}
         self._best_monitored: float | None = None
+        setattr(self, INITIALISED, True)  # checked when training starts
 
     # ---- what the user writes -------------------------------------------------------------
 
@@ -208,6 +210,19 @@ class Model(abc.ABC):
     def scalers(self) -> dict[str, torch.amp.GradScaler]:
         """The ``torch.amp.GradScaler`` attributes."""
         return self._attributes_of(torch.amp.GradScaler)
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters of every discovered network, each once (shared ones are not repeated).
+
+        For an optimizer over several networks: ``AdamW(self.parameters(), lr=...)`` after they
+        are created in :meth:`setup`.
+        """
+        seen: set[int] = set()
+        for network in self.networks().values():
+            for parameter in network.parameters():
+                if id(parameter) not in seen:
+                    seen.add(id(parameter))
+                    yield parameter
 
     # ---- modes and devices ------------------------------------------------------------------
 
