@@ -194,6 +194,28 @@ def test_given_input_and_output_names_are_used(tmp_path: Path) -> None:
     assert [value.name for value in model.graph.output] == ["scores"]
 
 
+def test_metadata_is_stored_in_the_file_and_readable_in_onnxruntime(tmp_path: Path) -> None:
+    from helios.export import __version__
+
+    torch.manual_seed(0)
+    report = export_onnx(
+        DictHeads(),
+        torch.randn(2, 5),
+        tmp_path / "heads.onnx",
+        metadata={"helios.checkpoint.step": "120", "helios.checkpoint.sha256": "ab" * 32},
+    )
+
+    props = {prop.key: prop.value for prop in onnx.load(str(report.path)).metadata_props}
+    assert props == {
+        "helios.export.version": __version__,
+        "helios.checkpoint.step": "120",
+        "helios.checkpoint.sha256": "ab" * 32,
+    }
+    session = onnxruntime.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map == props
+    assert report.verified  # the file checked by onnxruntime is the one carrying the metadata
+
+
 def test_integer_inputs_are_drawn_inside_the_example_range(tmp_path: Path) -> None:
     torch.manual_seed(0)
     tokens = torch.tensor([[0, 3, 9], [9, 1, 2]])  # the whole vocabulary range, 0..9
@@ -403,6 +425,7 @@ def test_report_reads_well() -> None:
         ({"output_names": ["a", "b"]}, ValueError, r"output_names=.*returns 1 tensors"),
         ({"verify_batch_sizes": [0]}, ValueError, r"verify_batch_sizes=\(0,\)"),
         ({"atol": -1.0}, ValueError, r"atol=-1.0"),
+        ({"metadata": {"step": 3}}, ValueError, r"metadata=\{'step': 3\}: expected"),
     ],
 )
 def test_bad_arguments_are_named(

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ def export_onnx(
     rtol: float = 1e-4,
     atol: float = 1e-5,
     keep_on_failure: bool = False,
+    metadata: Mapping[str, str] | None = None,
 ) -> ExportReport:
     """Export ``module`` to an ONNX file and check that onnxruntime reproduces it.
 
@@ -104,6 +105,10 @@ def export_onnx(
         atol: absolute tolerance of the comparison.
         keep_on_failure: when a check fails, still move the file to ``path`` for inspection
             (default: leave ``path`` as it was).
+        metadata: key/value strings stored in the file's ``metadata_props`` (where it came
+            from: a checkpoint's step and SHA-256, say), readable with ``onnx.load(...)
+            .metadata_props`` or onnxruntime's ``InferenceSession.get_modelmeta()
+            .custom_metadata_map``. ``helios.export.version`` is always added.
 
     Returns:
         The report: path, opset, size, time, the largest errors and the batch sizes checked.
@@ -123,6 +128,7 @@ def export_onnx(
     args = _as_arguments(example_inputs)
     example_tensors = [leaf for leaf in pytree.tree_leaves(args) if isinstance(leaf, torch.Tensor)]
     _check_arguments(network, example_tensors, input_names, verify_batch_sizes, rtol, atol)
+    entries = _metadata_entries(metadata)
     example_batch = int(example_tensors[0].shape[0]) if example_tensors[0].dim() else 1
     if not verify_batch_sizes:
         verify_batch_sizes = None
@@ -170,6 +176,7 @@ def export_onnx(
                 output_names=names,
                 opset=opset,
             )
+            _write_metadata(staged, entries)
             graph = _Graph(staged)
             result = ParityResult()
             sizes: tuple[int, ...] = ()
@@ -435,6 +442,34 @@ def _first_paragraph(error: BaseException) -> str:
     if len(text) > _MAX_CAUSE_CHARS:
         text = text[: _MAX_CAUSE_CHARS - 3] + "..."
     return text
+
+
+def _metadata_entries(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """The exporter's version and the caller's ``metadata``, checked to be strings."""
+    from helios.export import __version__
+
+    given = dict(metadata or {})
+    if not all(
+        isinstance(key, str) and key and isinstance(value, str) for key, value in given.items()
+    ):
+        raise ValueError(f"metadata={metadata!r}: expected non-empty string keys and string values")
+    return {"helios.export.version": __version__, **given}
+
+
+def _write_metadata(staged: Path, entries: Mapping[str, str]) -> None:
+    """Store ``entries`` in the staged file's ``metadata_props``, replacing equal keys.
+
+    External data (a graph over 2 GiB) stays where it is: only the ``.onnx`` file is rewritten.
+    """
+    import onnx
+
+    model = onnx.load(str(staged), load_external_data=False)
+    kept = [prop for prop in model.metadata_props if prop.key not in entries]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in entries.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save_model(model, str(staged))
 
 
 def _plain(text: str) -> str:
