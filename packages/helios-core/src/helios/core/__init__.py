@@ -34,6 +34,7 @@ from helios.core._rng import (
     set_deterministic,
 )
 from helios.core._state import TrainingState
+from helios.core._weights import WEIGHTS_FORMAT, read_weights, write_weights
 from helios.core.protocols import (
     CheckpointInfo,
     CheckpointStore,
@@ -53,6 +54,7 @@ __all__ = [
     "NETWORK_REGISTRY",
     "OPTIMIZER_REGISTRY",
     "SCHEDULER_REGISTRY",
+    "WEIGHTS_FORMAT",
     "CheckpointError",
     "CheckpointInfo",
     "CheckpointStore",
@@ -76,7 +78,9 @@ __all__ = [
     "check_model_initialised",
     "check_model_setup",
     "numpy_generator",
+    "read_weights",
     "restore_rng_state",
     "seed_everything",
     "set_deterministic",
+    "write_weights",
 ]

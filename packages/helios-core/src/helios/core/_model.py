@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -20,6 +22,7 @@ from torch import nn
 from helios.core._checks import INITIALISED
 from helios.core._errors import ConfigurationError, ResumeError
 from helios.core._state import TrainingState
+from helios.core._weights import load_network_weights, read_weights, write_weights
 
 __all__ = ["ExportTarget", "Model", "StepOutput"]
 
@@ -267,6 +270,45 @@ class Model(abc.ABC):
             "best_monitored": self._best_monitored,
             "extra": self.extra_state_dict(),
         }
+
+    def save_weights(
+        self, path: str | os.PathLike[str], *, source: Mapping[str, str] | None = None
+    ) -> Path:
+        """Write the networks' weights alone to ``path``, a file plain ``torch.load`` opens.
+
+        The file is ``{"format": "helios-weights/1", "networks": {name: state_dict},
+        "source": {...}}``, readable anywhere with ``torch.load(path, weights_only=True)``; see
+        :meth:`load_weights`. ``helios checkpoints extract`` writes the same from a checkpoint.
+
+        Returns:
+            the path written.
+        """
+        networks = {name: _unwrap(net).state_dict() for name, net in self.networks().items()}
+        return write_weights(networks, path, source=source)
+
+    def load_weights(self, path: str | os.PathLike[str], *, strict: bool = True) -> dict[str, str]:
+        """Load a weights file (:meth:`save_weights`, ``helios checkpoints extract``).
+
+        Call it after :meth:`setup` created the networks; each saved network goes into the
+        attribute of the same name. Optimizers and the rest of the training state are not
+        touched: this is for inference and fine-tuning, not for resuming a run.
+
+        Args:
+            path: the weights file.
+            strict: require the same network names and every key of each state_dict
+                (``False``: load what matches by name, as ``nn.Module.load_state_dict`` does).
+
+        Returns:
+            the file's ``source`` record (where the weights came from: step, SHA-256, ...).
+
+        Raises:
+            ConfigurationError: ``path`` is missing or not a weights file.
+            ResumeError: the networks do not match the file.
+        """
+        loaded = read_weights(path)
+        current = {name: _unwrap(net) for name, net in self.networks().items()}
+        load_network_weights(current, loaded["networks"], str(path), strict=strict)
+        return dict(loaded.get("source", {}))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output into the attributes :meth:`setup` created.
