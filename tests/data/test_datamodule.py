@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import pytest
 import torch
 from helios_data_testing import Augmented
+from state_checks import round_trip
 from torch.utils.data import TensorDataset
 
 from helios.core import ConfigurationError, DataSource, ResumeError, Stateful
 from helios.data import DataLoaderParams, DataModule, ResumableSampler
-
-
-def round_trip(state: dict[str, Any]) -> dict[str, Any]:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    loaded: dict[str, Any] = torch.load(buffer, weights_only=True)
-    return loaded
 
 
 def numbers(size: int) -> TensorDataset:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import random
 import tracemalloc
 from collections import Counter
@@ -11,18 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from state_checks import round_trip
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from helios.core import ConfigurationError, ResumeError, Stateful
 from helios.data import ResumableSampler
-
-
-def round_trip(state: dict[str, Any]) -> dict[str, Any]:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    loaded: dict[str, Any] = torch.load(buffer, weights_only=True)
-    return loaded
 
 
 def epoch_of(size: int, epoch: int, **kwargs: Any) -> list[int]:
