@@ -8,7 +8,9 @@ must be ``torch.equal`` to the straight epoch, with random augmentation from tor
 
 from __future__ import annotations
 
+import inspect
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +23,7 @@ from helios_data_testing import BATCH, EPOCH, SEED, SIZE, Augmented, make_loader
 from state_checks import assert_nested_equal
 from torch.utils.data import TensorDataset, default_collate
 
+import helios.data._loader
 from helios.core import ConfigurationError, Stateful
 from helios.data import ResumableDataLoader, ResumableSampler
 
@@ -184,3 +187,9 @@ def test_bad_settings_are_configuration_errors(kwargs: dict[str, Any], match: st
 def test_a_dataset_of_another_length_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="41"):
         ResumableDataLoader(Augmented(41), ResumableSampler(SIZE))
+
+
+def test_the_loader_drives_the_sampler_through_its_public_methods_only() -> None:
+    source = inspect.getsource(helios.data._loader)
+    assert "sampler." in source
+    assert not re.findall(r"sampler\._\w+", source)

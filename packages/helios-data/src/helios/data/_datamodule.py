@@ -452,14 +452,11 @@ class DataModule(abc.ABC):
             self._position.move_to(epoch, consumed)
 
     def _drop_train_loader(self) -> None:
-        """Forget the training loader; one still held elsewhere keeps a position of its own."""
-        loader = self._train_loader
-        if loader is not None:
+        """Forget the training loader; one still held elsewhere keeps the position it had."""
+        if self._train_loader is not None:
             self._train_loader = None
-            position = self._position
-            epoch, consumed = position.epoch, position.consumed
-            position.move_to(epoch, consumed)  # its iterations stop counting here
-            loader.sampler.use_position(SamplePosition(epoch, consumed))
+            dropped = self._position
+            self._position = SamplePosition(dropped.epoch, dropped.consumed)
 
     def _drop_loaders(self) -> None:
         self._drop_train_loader()
