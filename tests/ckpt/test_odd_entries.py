@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 from damage import DAMAGE
+from state_checks import assert_nested_equal
 
 from helios.ckpt import CheckpointWarning, DirectoryCheckpointStore
 
-from .conftest import assert_state_equal, make_state
+from .conftest import make_state
 from .test_safety import Payload, forge
 
 
@@ -42,7 +43,7 @@ def test_each_damage_gets_a_verdict_and_the_good_one_is_used(tmp_path: Path, dam
     assert latest is not None
     assert latest.step == 2
     with pytest.warns(CheckpointWarning, match="step-00000003.pt"):
-        assert_state_equal(store.load(), make_state(2))
+        assert_nested_equal(store.load(), make_state(2))
 
 
 @pytest.mark.timeout(30)

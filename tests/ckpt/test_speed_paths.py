@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 import torch
+from state_checks import assert_nested_equal
 
 from helios.ckpt import CheckpointError, CheckpointWarning, DirectoryCheckpointStore, _format
 
-from .conftest import assert_state_equal, make_state
+from .conftest import make_state
 
 
 def test_a_large_payload_is_hashed_whole_across_chunks(tmp_path: Path) -> None:
@@ -27,7 +28,7 @@ def test_a_large_payload_is_hashed_whole_across_chunks(tmp_path: Path) -> None:
     data = info.path.read_bytes()
     assert info.size > 4 * _format._TrailingHasher._CHUNK
     assert hashlib.sha256(data[-info.size :]).hexdigest() == info.sha256
-    assert_state_equal(store.load(info), state)
+    assert_nested_equal(store.load(info), state)
 
 
 def counting_verify(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
@@ -52,7 +53,7 @@ def test_latest_then_load_hashes_the_file_once(
     store = DirectoryCheckpointStore(tmp_path, keep_last=None)  # as a resumed run opens it
     info = store.latest()
     assert info is not None
-    assert_state_equal(store.load(info, map_location="cpu"), make_state(2))
+    assert_nested_equal(store.load(info, map_location="cpu"), make_state(2))
     assert hashed == [info.path]
 
 
@@ -74,7 +75,7 @@ def test_a_file_changed_after_latest_is_hashed_again_and_refused(
         store.load(info)
     assert hashed == [info.path, info.path]
     with pytest.warns(CheckpointWarning, match="corrupt"):
-        assert_state_equal(store.load(), make_state(1))  # the previous good one
+        assert_nested_equal(store.load(), make_state(1))  # the previous good one
 
 
 def test_a_file_replaced_after_latest_is_hashed_again(tmp_path: Path) -> None:

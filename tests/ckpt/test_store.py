@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from state_checks import assert_nested_equal
 
 from helios.ckpt import (
     FORMAT_VERSION,
@@ -19,7 +20,7 @@ from helios.ckpt import (
 from helios.core import CheckpointStore, ConfigurationError
 from helios.core import __version__ as helios_version
 
-from .conftest import assert_state_equal, make_state
+from .conftest import make_state
 
 
 def test_it_is_a_checkpoint_store(tmp_path: Path) -> None:
@@ -59,10 +60,10 @@ def test_round_trip_is_exact_and_info_describes_the_file(tmp_path: Path) -> None
     import hashlib
 
     assert hashlib.sha256(data[-info.size :]).hexdigest() == info.sha256
-    assert_state_equal(store.load(info), state)
-    assert_state_equal(store.load(), state)
-    assert_state_equal(store.load("step-00000040.pt"), state)
-    assert_state_equal(store.load(str(info.path)), state)
+    assert_nested_equal(store.load(info), state)
+    assert_nested_equal(store.load(), state)
+    assert_nested_equal(store.load("step-00000040.pt"), state)
+    assert_nested_equal(store.load(str(info.path)), state)
     assert store.latest() == info
     assert store.list() == [info]
 
@@ -94,7 +95,7 @@ def test_list_is_oldest_first_and_latest_is_highest_step(tmp_path: Path) -> None
     latest = store.latest()
     assert latest is not None
     assert latest.step == 30
-    assert_state_equal(store.load(), make_state(30))
+    assert_nested_equal(store.load(), make_state(30))
 
 
 def test_saving_a_step_again_replaces_it(tmp_path: Path) -> None:
@@ -104,7 +105,7 @@ def test_saving_a_step_again_replaces_it(tmp_path: Path) -> None:
     assert first.path == second.path
     assert first.sha256 != second.sha256
     assert [info.step for info in store.list()] == [5]
-    assert_state_equal(store.load(), make_state(2))
+    assert_nested_equal(store.load(), make_state(2))
     assert sorted(os.listdir(tmp_path)) == ["step-00000005.pt"]  # no temporary files left
     # the info of the replaced checkpoint no longer describes the file
     with pytest.raises(CheckpointError, match="replaced since it was listed"):
@@ -125,10 +126,10 @@ def test_map_location_moves_tensors(tmp_path: Path) -> None:
         seen.append(location)
         return storage
 
-    assert_state_equal(store.load(map_location=to_cpu), make_state(3))
+    assert_nested_equal(store.load(map_location=to_cpu), make_state(3))
     assert seen
     assert set(seen) == {"cpu"}
-    assert_state_equal(store.load(map_location={"cuda:0": "cpu"}), make_state(3))
+    assert_nested_equal(store.load(map_location={"cuda:0": "cpu"}), make_state(3))
 
 
 def test_state_that_would_not_load_back_is_refused_at_save(tmp_path: Path) -> None:

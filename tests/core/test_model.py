@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
+from state_checks import round_trip
 from torch import nn
 
 from helios.core import ConfigurationError, Model, ResumeError, TrainingState
@@ -47,14 +47,6 @@ def make_batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(16, 4, generator=generator), torch.randn(16, 1, generator=generator)
 
 
-def saved(state: dict[str, Any]) -> dict[str, Any]:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    loaded: dict[str, Any] = torch.load(buffer, weights_only=True)
-    return loaded
-
-
 def test_discovers_networks_optimizers_schedulers_scalers() -> None:
     model = Regressor()
     model.setup()
@@ -68,7 +60,7 @@ def test_save_load_then_one_more_step_is_bitwise_identical() -> None:
     original = Regressor()
     original.setup()
     one_step(original, make_batch(1))
-    state = saved(original.state_dict())
+    state = round_trip(original.state_dict())
 
     restored = Regressor()
     restored.setup()
@@ -130,7 +122,7 @@ def test_extra_state_hook_round_trips() -> None:
     model.counter = 41
     fresh = WithExtra()
     fresh.setup()
-    fresh.load_state_dict(saved(model.state_dict()))
+    fresh.load_state_dict(round_trip(model.state_dict()))
     assert fresh.counter == 41
 
 
@@ -152,7 +144,7 @@ def test_have_metrics_improved_follows_monitor_and_survives_restore() -> None:
     assert not model.have_metrics_improved()
     fresh = Regressor()
     fresh.setup()
-    fresh.load_state_dict(saved(model.state_dict()))
+    fresh.load_state_dict(round_trip(model.state_dict()))
     fresh.valid_metrics = {"loss": 1.5}
     assert not fresh.have_metrics_improved()
     fresh.valid_metrics = {"loss": 0.5}
@@ -197,6 +189,6 @@ def test_state_of_a_ddp_wrapped_network_has_no_module_prefix() -> None:
         assert set(state["networks"]["net"]) == plain_keys
         fresh = Regressor()
         fresh.setup()
-        fresh.load_state_dict(saved(state))
+        fresh.load_state_dict(round_trip(state))
     finally:
         dist.destroy_process_group()

@@ -1,64 +1,57 @@
-"""Conformance of the seams (helios.core.protocols).
+"""The seams of helios.core.protocols: documented, and split into parts that compose.
 
-Each protocol is checked both ways: an object with every method is an instance, and one that
-lacks a method is not. The implementations in the sibling packages assert ``isinstance`` in their
-own tests.
+A protocol check by ``isinstance`` only sees that methods exist. Whether a user's own
+implementation of each seam really drives a training run (fit, resume, test, twice in a row) is
+checked in tests/trainer/test_contracts.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from fake_context import FakeContext
 
 from helios.core import (
     CheckpointInfo,
     CheckpointStore,
+    Collectives,
+    DataParallel,
     DataSource,
     DistributedContext,
     MetricLogger,
     Model,
+    ProcessInfo,
+    SizedIterable,
     Stateful,
     TrainingState,
 )
 
 
 def members(protocol: type) -> set[str]:
+    """The public members of ``protocol`` and of the protocols it extends."""
     return {
         name
-        for name, value in vars(protocol).items()
+        for klass in protocol.__mro__
+        if klass not in (object, type(protocol)) and getattr(klass, "_is_protocol", False)
+        for name, value in vars(klass).items()
         if not name.startswith("_") and (callable(value) or isinstance(value, property))
     }
 
 
-def implementation_of(protocol: type, *, leave_out: str | None = None) -> object:
-    """A class that has every member of ``protocol`` (but ``leave_out``), with dummy bodies."""
-    namespace: dict[str, Any] = {}
-    for name in members(protocol) - {leave_out}:
-        if isinstance(vars(protocol)[name], property):
-            namespace[name] = property(lambda self: 0)
-        else:
-            namespace[name] = lambda self, *args, **kwargs: None
-    return type(f"Fake{protocol.__name__}", (), namespace)()
-
-
-PROTOCOLS = [Stateful, CheckpointStore, MetricLogger, DistributedContext, DataSource]
-
-
-@pytest.mark.parametrize("protocol", PROTOCOLS, ids=lambda p: p.__name__)
-def test_an_object_with_every_member_conforms(protocol: type) -> None:
-    assert isinstance(implementation_of(protocol), protocol)
-
-
-@pytest.mark.parametrize("protocol", PROTOCOLS, ids=lambda p: p.__name__)
-def test_an_object_missing_any_member_does_not_conform(protocol: type) -> None:
-    for name in members(protocol):
-        assert not isinstance(implementation_of(protocol, leave_out=name), protocol), name
+PROTOCOLS = [
+    Stateful,
+    CheckpointStore,
+    MetricLogger,
+    ProcessInfo,
+    Collectives,
+    DataParallel,
+    DistributedContext,
+    DataSource,
+]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS, ids=lambda p: p.__name__)
@@ -66,6 +59,41 @@ def test_every_member_is_documented(protocol: type) -> None:
     assert inspect.getdoc(protocol)
     for name in members(protocol):
         assert inspect.getdoc(getattr(protocol, name)), f"{protocol.__name__}.{name}"
+
+
+def test_the_distributed_context_is_the_union_of_its_parts() -> None:
+    parts = members(ProcessInfo) | members(Collectives) | members(DataParallel)
+    assert members(DistributedContext) == parts | {"close"}
+    assert not members(ProcessInfo) & members(Collectives)
+    assert "all_reduce_sum" in members(Collectives)
+    context = FakeContext()
+    for protocol in (ProcessInfo, Collectives, DataParallel, DistributedContext):
+        assert isinstance(context, protocol), protocol.__name__
+
+
+class RankOnly:
+    """Only the ProcessInfo part: enough for code that asks who writes, not a context."""
+
+    rank = local_rank = node_rank = 0
+    world_size = 1
+    device = torch.device("cpu")
+    is_distributed = False
+    is_main_process = is_local_main_process = True
+
+
+def test_one_part_alone_is_not_a_distributed_context() -> None:
+    assert isinstance(RankOnly(), ProcessInfo)
+    assert not isinstance(RankOnly(), Collectives)
+    assert not isinstance(RankOnly(), DistributedContext)
+
+
+def test_a_training_loader_must_be_sized() -> None:
+    assert isinstance([1, 2], SizedIterable)
+    assert isinstance(torch.utils.data.DataLoader(list(range(4)), batch_size=2), SizedIterable)
+    assert not isinstance(iter([1, 2]), SizedIterable)
+    assert not isinstance((x for x in [1, 2]), SizedIterable)
+    hints = inspect.get_annotations(DataSource.train_dataloader, eval_str=True)
+    assert hints["return"] == SizedIterable[Any] | None
 
 
 def test_pytorch_objects_and_helios_state_are_stateful() -> None:
@@ -85,85 +113,6 @@ def test_pytorch_objects_and_helios_state_are_stateful() -> None:
 
     assert isinstance(Tiny(), Stateful)
     assert not isinstance(object(), Stateful)
-
-
-class SingleProcess:
-    """A hand-written DistributedContext for one process: what a user may pass instead."""
-
-    rank = local_rank = node_rank = 0
-    world_size = 1
-    device = torch.device("cpu")
-    is_distributed = False
-    is_main_process = is_local_main_process = True
-
-    def barrier(self) -> None:
-        pass
-
-    def all_reduce_mean(self, metrics: dict[str, Any]) -> dict[str, float]:
-        return {key: float(value) for key, value in metrics.items()}
-
-    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
-        return obj
-
-    def all_gather_object(self, obj: Any) -> list[Any]:
-        return [obj]
-
-    def agree(self, flag: bool, mode: str = "any") -> bool:
-        return flag
-
-    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module
-
-    def unwrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module
-
-    def no_sync(self, module: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-    def close(self) -> None:
-        pass
-
-
-def test_a_user_object_with_plain_attributes_conforms() -> None:
-    assert isinstance(SingleProcess(), DistributedContext)
-
-
-class ListSource:
-    """A DataSource over plain lists: the protocol does not require a DataModule."""
-
-    def __init__(self) -> None:
-        self.epoch = 0
-
-    def prepare_data(self) -> None:
-        pass
-
-    def setup(self) -> None:
-        pass
-
-    def configure(self, *, rank: int, world_size: int, seed: int) -> None:
-        pass
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def train_dataloader(self) -> Iterator[int]:
-        return iter(range(3))
-
-    def valid_dataloader(self) -> None:
-        return None
-
-    def test_dataloader(self) -> None:
-        return None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.epoch = state_dict["epoch"]
-
-
-def test_a_plain_data_source_conforms() -> None:
-    assert isinstance(ListSource(), DataSource)
 
 
 def test_checkpoint_info_is_immutable() -> None:

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import pytest
 import torch
 from helios_data_testing import Augmented
+from state_checks import round_trip
 from torch.utils.data import TensorDataset
 
 from helios.core import ConfigurationError, DataSource, ResumeError, Stateful
 from helios.data import DataLoaderParams, DataModule, ResumableSampler
-
-
-def round_trip(state: dict[str, Any]) -> dict[str, Any]:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    loaded: dict[str, Any] = torch.load(buffer, weights_only=True)
-    return loaded
 
 
 def numbers(size: int) -> TensorDataset:
@@ -289,3 +281,32 @@ def test_replace_train_params_changes_workers_not_the_batches() -> None:
         changed.replace_train_params(workers=2)
     with pytest.raises(ConfigurationError, match="num_workers"):
         changed.replace_train_params(num_workers=-1)
+
+
+def test_the_module_and_its_training_sampler_share_one_position() -> None:
+    module = ready(Numbers())
+    loader = module.train_dataloader()
+    assert loader is not None
+    assert loader.sampler.position is module.position
+    iterator = iter(loader)
+    next(iterator)
+    next(iterator)
+    assert (module.epoch, module.consumed) == (0, 8) == (loader.sampler.epoch, 8)
+    module.set_epoch(1)
+    assert (loader.sampler.epoch, loader.sampler.consumed, len(loader)) == (1, 0, 13)
+
+
+def test_a_dropped_training_loader_no_longer_moves_the_position() -> None:
+    module = ready(Numbers())
+    loader = module.train_dataloader()
+    assert loader is not None
+    old = iter(loader)
+    next(old)
+    module.configure(rank=0, world_size=1, seed=8)  # the loaders are rebuilt on request
+    next(old)
+    next(old)
+    assert (module.consumed, loader.sampler.consumed) == (4, 12)
+    fresh = module.train_dataloader()
+    assert fresh is not None and fresh is not loader
+    assert fresh.sampler.position is module.position
+    assert len(fresh) == 12  # 46 samples left

@@ -8,7 +8,9 @@ must be ``torch.equal`` to the straight epoch, with random augmentation from tor
 
 from __future__ import annotations
 
+import inspect
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,20 +20,15 @@ import numpy as np
 import pytest
 import torch
 from helios_data_testing import BATCH, EPOCH, SEED, SIZE, Augmented, make_loader
+from state_checks import assert_nested_equal
 from torch.utils.data import TensorDataset, default_collate
 
+import helios.data._loader
 from helios.core import ConfigurationError, Stateful
 from helios.data import ResumableDataLoader, ResumableSampler
 
 CHILD = Path(__file__).with_name("helios_data_testing.py")
 BATCHES = -(-SIZE // BATCH)
-
-
-def assert_batches_equal(left: list[Any], right: list[Any]) -> None:
-    assert len(left) == len(right)
-    for (x1, y1), (x2, y2) in zip(left, right, strict=True):
-        assert torch.equal(x1, x2)
-        assert torch.equal(y1, y2)
 
 
 def test_is_stateful() -> None:
@@ -58,7 +55,7 @@ def test_straight_epoch_is_collated_by_default_collate_and_augmented(straight: l
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes")
 def test_three_workers_give_the_same_batches_as_none(straight: list[Any]) -> None:
-    assert_batches_equal(list(make_loader(3)), straight)
+    assert_nested_equal(list(make_loader(3)), straight)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -89,7 +86,7 @@ def test_stop_save_and_resume_in_a_new_process_is_exact(
     rests = torch.load(out, weights_only=True)
     for k, head, rest in zip(stops, heads, rests, strict=True):
         assert len(rest) == BATCHES - k
-        assert_batches_equal(head + rest, straight)
+        assert_nested_equal(head + rest, straight)
 
 
 def test_len_is_the_batches_left_and_a_second_iteration_continues(straight: list[Any]) -> None:
@@ -101,7 +98,7 @@ def test_len_is_the_batches_left_and_a_second_iteration_continues(straight: list
         if len(head) == 4:
             break
     assert len(loader) == BATCHES - 4
-    assert_batches_equal(head + list(loader), straight)
+    assert_nested_equal(head + list(loader), straight)
     assert len(loader) == 0
     assert loader.state_dict()["consumed"] == SIZE
 
@@ -115,9 +112,9 @@ def test_persistent_workers_resume_and_carry_on_across_epochs(straight: list[Any
     state = loader.state_dict()
     resumed = make_loader(2, persistent_workers=True)
     resumed.load_state_dict(state)
-    assert_batches_equal(head + list(resumed), straight)
+    assert_nested_equal(head + list(resumed), straight)
     resumed.set_epoch(EPOCH + 1)
-    assert_batches_equal(list(resumed), next_epoch)
+    assert_nested_equal(list(resumed), next_epoch)
 
 
 def test_creating_and_iterating_leaves_the_global_rngs_alone() -> None:
@@ -190,3 +187,9 @@ def test_bad_settings_are_configuration_errors(kwargs: dict[str, Any], match: st
 def test_a_dataset_of_another_length_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="41"):
         ResumableDataLoader(Augmented(41), ResumableSampler(SIZE))
+
+
+def test_the_loader_drives_the_sampler_through_its_public_methods_only() -> None:
+    source = inspect.getsource(helios.data._loader)
+    assert "sampler." in source
+    assert not re.findall(r"sampler\._\w+", source)

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 import helios.data
-from helios.data import _datamodule, _loader, _permutation, _sampler
+from helios.data import _datamodule, _loader, _permutation, _position, _sampler
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "tools" / "release" / "smoke" / "helios-data.py"
 
 
-@pytest.mark.parametrize("module", [_datamodule, _loader, _permutation, _sampler])
+@pytest.mark.parametrize("module", [_datamodule, _loader, _permutation, _position, _sampler])
 def test_docstring_examples_run(module: object) -> None:
     names = {name: getattr(helios.data, name) for name in helios.data.__all__}
     result = doctest.testmod(module, extraglobs=names, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import random
 import tracemalloc
 from collections import Counter
@@ -11,18 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from state_checks import round_trip
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from helios.core import ConfigurationError, ResumeError, Stateful
-from helios.data import ResumableSampler
-
-
-def round_trip(state: dict[str, Any]) -> dict[str, Any]:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    loaded: dict[str, Any] = torch.load(buffer, weights_only=True)
-    return loaded
+from helios.data import ResumableSampler, SamplePosition
 
 
 def epoch_of(size: int, epoch: int, **kwargs: Any) -> list[int]:
@@ -270,3 +262,20 @@ def test_set_position_checks_its_arguments() -> None:
         ResumableSampler(10).set_position(0, 11)
     with pytest.raises(ConfigurationError, match="epoch"):
         ResumableSampler(10).set_epoch(-2)
+
+
+def test_samplers_sharing_a_position_continue_each_other() -> None:
+    position = SamplePosition()
+    first = ResumableSampler(10, shuffle=True, seed=1)
+    first.use_position(position)
+    head = [i for _, i in zip(range(3), first, strict=False)]
+    assert position.consumed == 3
+    second = ResumableSampler(10, shuffle=True, seed=1)
+    second.use_position(position)  # first's iteration stops counting here
+    assert sorted(head + list(second)) == list(range(10))
+    assert position.consumed == first.consumed == 10
+
+
+def test_a_shared_position_past_the_end_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"consumed must be in \[0, 10\], got 20"):
+        ResumableSampler(10).use_position(SamplePosition(0, 20))

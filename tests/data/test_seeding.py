@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from state_checks import assert_nested_equal
 from torch.utils.data import Dataset, TensorDataset, default_collate
 
 from helios.core import numpy_generator, seed_everything
@@ -63,14 +64,6 @@ def loader(workers: int, **kwargs: Any) -> ResumableDataLoader[Any]:
     )
 
 
-def assert_same(left: list[dict[str, torch.Tensor]], right: list[dict[str, torch.Tensor]]) -> None:
-    assert len(left) == len(right)
-    for a, b in zip(left, right, strict=True):
-        assert a.keys() == b.keys()
-        for name in a:
-            assert torch.equal(a[name], b[name]), name
-
-
 @pytest.fixture(scope="module")
 def straight() -> list[dict[str, torch.Tensor]]:
     return list(loader(0))
@@ -80,7 +73,7 @@ def straight() -> list[dict[str, torch.Tensor]]:
 def test_zero_and_three_workers_draw_the_same_numbers_in_getitem_and_collate(
     straight: list[dict[str, torch.Tensor]],
 ) -> None:
-    assert_same(list(loader(3)), straight)
+    assert_nested_equal(list(loader(3)), straight)
     draws = torch.cat([batch["x"][:, 1:] for batch in straight])
     assert draws.unique().numel() == draws.numel()  # every sample drew numbers of its own
     extras = torch.stack([batch["extra"] for batch in straight])
@@ -105,7 +98,7 @@ def test_a_resumed_loader_draws_what_the_straight_one_drew(
     resumed = loader(workers)
     resumed.load_state_dict(state)
     resumed.set_epoch(EPOCH)
-    assert_same(head + list(resumed), straight)
+    assert_nested_equal(head + list(resumed), straight)
 
 
 def global_states() -> tuple[Any, ...]:
@@ -117,23 +110,13 @@ def global_states() -> tuple[Any, ...]:
     )
 
 
-def assert_states_equal(left: tuple[Any, ...], right: tuple[Any, ...]) -> None:
-    python, legacy, generator, torch_state = left
-    assert python == right[0]
-    assert np.array_equal(legacy["state"]["key"], right[1]["state"]["key"])
-    assert legacy["state"]["pos"] == right[1]["state"]["pos"]
-    assert (legacy["has_gauss"], legacy["gauss"]) == (right[1]["has_gauss"], right[1]["gauss"])
-    assert generator == right[2]
-    assert torch.equal(torch_state, right[3])
-
-
 def test_loading_in_the_main_process_leaves_every_global_rng_as_it_was() -> None:
     seed_everything(3)
     random.random(), np.random.rand(3), numpy_generator().random(), torch.rand(2)
     before = global_states()
     batches = list(loader(0))
     assert len(batches) == -(-SIZE // BATCH)
-    assert_states_equal(global_states(), before)
+    assert_nested_equal(global_states(), before)
 
 
 def test_the_legacy_numpy_state_is_copied_without_numpy_s_slow_path() -> None:

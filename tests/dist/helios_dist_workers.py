@@ -87,6 +87,7 @@ def collectives_and_ddp(folder: str) -> None:
             "mean": ctx.all_reduce_mean(
                 {"float": float(rank + 1), "tensor": torch.tensor(2.0 * rank), "int": rank}
             ),
+            "sum": ctx.all_reduce_sum(torch.tensor([rank + 1.0, 10.0 * rank], dtype=torch.float64)),
             "broadcast": ctx.broadcast_object({"sender": rank, "payload": [rank] * 3}, src=1),
             "gather": ctx.all_gather_object(("rank", rank)),
             "agree": {

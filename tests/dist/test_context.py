@@ -91,6 +91,9 @@ def test_single_process_collectives_return_their_input(no_launcher: pytest.Monke
             "loss": 0.25,
             "acc": 3.0,
         }
+        values = torch.tensor([1.5, 2.0])
+        total = ctx.all_reduce_sum(values)
+        assert torch.equal(total, values) and total is not values
         payload = {"a": [1, 2]}
         assert ctx.broadcast_object(payload) is payload
         assert ctx.all_gather_object("x") == ["x"]
@@ -111,6 +114,8 @@ def test_group_of_one_runs_real_collectives_and_is_destroyed(torchrun_of_one: No
 
     ctx.barrier()
     assert ctx.all_reduce_mean({"loss": torch.tensor([1.5]), "n": 4}) == {"loss": 1.5, "n": 4.0}
+    counts = torch.tensor([3, 4], dtype=torch.int64)
+    assert torch.equal(ctx.all_reduce_sum(counts), counts)
     assert ctx.broadcast_object({"k": (1, "v")}) == {"k": (1, "v")}
     assert ctx.all_gather_object(7) == [7]
     assert ctx.agree(True, "any") and not ctx.agree(False, "all")
@@ -223,6 +228,8 @@ def test_bad_metrics_and_ranks_are_named(no_launcher: pytest.MonkeyPatch) -> Non
         ctx.all_reduce_mean({"acc": torch.ones(2)})
     with pytest.raises(ConfigurationError, match=r"metric 'name' must be a float .* got 'x'"):
         ctx.all_reduce_mean({"name": "x"})  # type: ignore[dict-item]
+    with pytest.raises(ConfigurationError, match=r"all_reduce_sum needs a tensor, got \[1.0\]"):
+        ctx.all_reduce_sum([1.0])  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=r"src must be a rank in \[0, 1\), got 3"):
         ctx.broadcast_object(1, src=3)
     with pytest.raises(ConfigurationError, match="mode must be 'any' or 'all'"):

@@ -96,6 +96,7 @@ def test_each_child_knows_its_place(two_ranks: list[dict[str, Any]]) -> None:
 def test_collectives_agree_on_every_rank(two_ranks: list[dict[str, Any]]) -> None:
     for seen in two_ranks:
         assert seen["mean"] == {"float": 1.5, "tensor": 1.0, "int": 0.5}
+        assert torch.equal(seen["sum"], torch.tensor([3.0, 10.0], dtype=torch.float64))
         assert seen["broadcast"] == {"sender": 1, "payload": [1, 1, 1]}
         assert seen["gather"] == [("rank", 0), ("rank", 1)]
         assert seen["agree"] == {

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 from docs_blocks import DOCS
+from state_checks import assert_nested_equal, nested_difference
 
 from helios.ckpt import DirectoryCheckpointStore
 from helios.core import Model, TrainingState
@@ -38,29 +39,6 @@ def run_example(name: str, *args: str, expect: int = 0, cwd: Path | None = None)
     output = completed.stdout + completed.stderr
     assert completed.returncode == expect, f"exit {completed.returncode}:\n{output}"
     return output
-
-
-def assert_identical(a: Any, b: Any, path: str = "state") -> None:
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), path
-        for key in a:
-            assert_identical(a[key], b[key], f"{path}/{key}")
-    elif isinstance(a, list | tuple):
-        assert isinstance(b, list | tuple) and len(a) == len(b), path
-        for index, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_identical(x, y, f"{path}[{index}]")
-    else:
-        assert a == b, path
-
-
-def differs(a: Any, b: Any) -> bool:
-    try:
-        assert_identical(a, b)
-    except AssertionError:
-        return True
-    return False
 
 
 def test_every_example_file_is_tested_here() -> None:
@@ -85,7 +63,7 @@ def test_raw_loop_resumes_exactly_after_a_crash_with_other_workers(tmp_path: Pat
     assert digest and digest == re.findall(r"weights sha256: ([0-9a-f]{64})", resumed)
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
-    assert_identical(a, b)
+    assert_nested_equal(a, b)
     assert a["data"]["epoch"] == 3 and a["data"]["consumed"] == 0  # saved as the next epoch
 
 
@@ -207,7 +185,7 @@ def straight_and_resumed(
 
 def test_the_resumable_model_resumes_bitwise(pitfalls: ModuleType, tmp_path: Path) -> None:
     straight, resumed = straight_and_resumed(pitfalls, tmp_path, pitfalls.Regression)
-    assert_identical(straight, resumed)
+    assert_nested_equal(straight, resumed)
     assert straight["extra"]["warmup"]["batches"] == 12
 
 
@@ -215,9 +193,9 @@ def test_a_counter_outside_the_checkpoint_breaks_resume(
     pitfalls: ModuleType, tmp_path: Path
 ) -> None:
     straight, resumed = straight_and_resumed(pitfalls, tmp_path, pitfalls.HiddenCounter)
-    assert differs(straight["networks"], resumed["networks"])
+    assert nested_difference(straight["networks"], resumed["networks"]) is not None
     train(pitfalls, tmp_path / "again", pitfalls.HiddenCounter())
-    assert_identical(straight, final_state(tmp_path / "again"))  # reproducible, not resumable
+    assert_nested_equal(straight, final_state(tmp_path / "again"))  # reproducible, not resumable
 
 
 def test_an_unseeded_generator_breaks_even_two_straight_runs(
@@ -225,7 +203,9 @@ def test_an_unseeded_generator_breaks_even_two_straight_runs(
 ) -> None:
     train(pitfalls, tmp_path / "one", pitfalls.UnseededNoise())
     train(pitfalls, tmp_path / "two", pitfalls.UnseededNoise())
-    assert differs(final_state(tmp_path / "one"), final_state(tmp_path / "two"))
+    assert (
+        nested_difference(final_state(tmp_path / "one"), final_state(tmp_path / "two")) is not None
+    )
 
 
 # ---- SLURM ------------------------------------------------------------------------------

@@ -56,6 +56,11 @@ class GlooContext:
             for name, value in zip(metrics, values.tolist(), strict=True)
         }
 
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        total = values.detach().clone()
+        dist.all_reduce(total)
+        return total
+
     def broadcast_object(self, obj: T, src: int = 0) -> T:
         box = [obj]
         dist.broadcast_object_list(box, src=src)

@@ -2,71 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from fake_context import FakeContext
 
 from helios.core import ConfigurationError, DistributedContext, MetricLogger
 from helios.log import MetricLoggerGroup, MetricsFileLogger, TensorBoardLogger, reduce_metrics
 
 
-class FixedRank:
-    """A DistributedContext that plays rank ``rank`` of a group whose other ranks send ``others``.
-
-    ``all_reduce_mean`` averages this rank's values with the given values of the other ranks,
-    as the collective would; it counts its calls so a test can tell whether communication
-    happened.
-    """
-
-    def __init__(self, rank: int, others: list[dict[str, float]]) -> None:
-        self.rank = self.local_rank = rank
-        self.node_rank = 0
-        self.world_size = len(others) + 1
-        self.device = torch.device("cpu")
-        self.is_distributed = self.world_size > 1
-        self.is_main_process = self.is_local_main_process = rank == 0
-        self.others = others
-        self.reductions: list[list[str]] = []
-
-    def barrier(self) -> None:
-        pass
-
-    def all_reduce_mean(self, metrics: Mapping[str, float | torch.Tensor]) -> dict[str, float]:
-        self.reductions.append(list(metrics))
-        return {
-            name: (float(value) + sum(other[name] for other in self.others)) / self.world_size
-            for name, value in metrics.items()
-        }
-
-    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
-        return obj
-
-    def all_gather_object(self, obj: Any) -> list[Any]:
-        return [obj] * self.world_size
-
-    def agree(self, flag: bool, mode: str = "any") -> bool:
-        return flag
-
-    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module
-
-    def unwrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module
-
-    def no_sync(self, module: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-    def close(self) -> None:
-        pass
-
-
 def test_the_test_context_and_the_group_conform(tmp_path: Path) -> None:
-    assert isinstance(FixedRank(0, []), DistributedContext)
+    assert isinstance(FakeContext(0, []), DistributedContext)
     assert isinstance(MetricLoggerGroup([TensorBoardLogger(tmp_path)]), MetricLogger)
 
 
@@ -77,7 +26,7 @@ def test_reduce_metrics_without_a_context_gives_floats() -> None:
 
 
 def test_reduce_metrics_averages_in_sorted_name_order() -> None:
-    context = FixedRank(0, [{"loss": 3.0, "acc": 0.5}])
+    context = FakeContext(0, [{"loss": 3.0, "acc": 0.5}])
     assert reduce_metrics({"loss": 1.0, "acc": torch.tensor(1.0)}, context) == {
         "acc": 0.75,
         "loss": 2.0,
@@ -86,7 +35,7 @@ def test_reduce_metrics_averages_in_sorted_name_order() -> None:
 
 
 def test_reduce_metrics_in_a_group_of_one_does_not_communicate() -> None:
-    context = FixedRank(0, [])
+    context = FakeContext(0, [])
     assert reduce_metrics({"loss": 1.0}, context) == {"loss": 1.0}
     assert context.reductions == []
 
@@ -101,10 +50,10 @@ def test_reduce_metrics_in_a_group_of_one_does_not_communicate() -> None:
 )
 def test_reduce_metrics_rejects_what_is_not_a_scalar(metrics: dict[Any, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
-        reduce_metrics(metrics, FixedRank(0, [{"loss": 1.0}]))
+        reduce_metrics(metrics, FakeContext(0, [{"loss": 1.0}]))
 
 
-def make_group(folder: Path, context: FixedRank) -> MetricLoggerGroup:
+def make_group(folder: Path, context: FakeContext) -> MetricLoggerGroup:
     main = context.is_main_process
     return MetricLoggerGroup(
         [
@@ -116,7 +65,7 @@ def make_group(folder: Path, context: FixedRank) -> MetricLoggerGroup:
 
 
 def test_rank_0_logs_the_mean_of_every_rank(tmp_path: Path) -> None:
-    group = make_group(tmp_path, FixedRank(0, [{"loss": 4.0}, {"loss": 7.0}]))
+    group = make_group(tmp_path, FakeContext(0, [{"loss": 4.0}, {"loss": 7.0}]))
     group.log_scalars({"loss": 1.0}, 1)
     group.log_text("note", "hi", 1)
     group.log_image("picture", torch.zeros(1, 2, 2), 1)
@@ -133,7 +82,7 @@ def test_rank_0_logs_the_mean_of_every_rank(tmp_path: Path) -> None:
 
 
 def test_another_rank_takes_part_in_the_reduction_but_writes_nothing(tmp_path: Path) -> None:
-    context = FixedRank(1, [{"loss": 4.0}])
+    context = FakeContext(1, [{"loss": 4.0}])
     group = make_group(tmp_path, context)
     group.log_scalars({"loss": 1.0}, 1)
     group.log_text("note", "hi", 1)
@@ -146,11 +95,11 @@ def test_another_rank_takes_part_in_the_reduction_but_writes_nothing(tmp_path: P
 
 
 def test_resume_reaches_every_backend(tmp_path: Path) -> None:
-    group = make_group(tmp_path, FixedRank(0, []))
+    group = make_group(tmp_path, FakeContext(0, []))
     for step in range(1, 6):
         group.log_scalars({"loss": float(step)}, step)
     group.close()
-    group = make_group(tmp_path, FixedRank(0, []))
+    group = make_group(tmp_path, FakeContext(0, []))
     group.resume(3)
     group.log_scalars({"loss": 40.0}, 4)
     group.close()

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
+from state_checks import assert_nested_equal
 
 from helios.ckpt import DirectoryCheckpointStore
 
@@ -52,30 +52,13 @@ def metric_series(run_dir: str | Path, name: str) -> list[tuple[int, float]]:
     return series
 
 
-def assert_identical(a: Any, b: Any, path: str = "") -> None:
-    """Nested state equality: tensors with torch.equal, everything else with ==."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor), path
-        assert a.dtype == b.dtype and torch.equal(a, b), f"tensors differ at {path}"
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), f"keys differ at {path}"
-        for key in a:
-            assert_identical(a[key], b[key], f"{path}/{key}")
-    elif isinstance(a, list | tuple):
-        assert isinstance(b, list | tuple) and len(a) == len(b), f"lengths differ at {path}"
-        for index, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_identical(x, y, f"{path}[{index}]")
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
-
-
 def assert_same_training(run_a: Path, run_b: Path) -> None:
     """Final parameters, optimizer and scheduler state, position and loss series are identical."""
     a, b = final_checkpoint(run_a), final_checkpoint(run_b)
-    assert_identical(a["model"], b["model"], "model")
-    assert_identical(a["training_state"], b["training_state"], "training_state")
-    assert_identical(a["data"], b["data"], "data")
-    assert_identical(a["rng"], b["rng"], "rng")
+    assert_nested_equal(a["model"], b["model"], "model")
+    assert_nested_equal(a["training_state"], b["training_state"], "training_state")
+    assert_nested_equal(a["data"], b["data"], "data")
+    assert_nested_equal(a["rng"], b["rng"], "rng")
     for metric in ("train/loss", "train/accuracy", "valid/loss"):
         series_a, series_b = metric_series(run_a, metric), metric_series(run_b, metric)
         assert series_a, f"no {metric} logged"

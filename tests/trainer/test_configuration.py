@@ -119,5 +119,8 @@ class GeneratorSource(Points):
 
 
 def test_a_training_loader_without_len_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="without len"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"datamodule: GeneratorSource\.train_dataloader\(\) .* without len",
+    ):
         Trainer(tmp_path, total=1, progress=False).fit(Linear(), GeneratorSource(16))

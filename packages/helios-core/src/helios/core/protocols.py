@@ -13,7 +13,7 @@ import builtins
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -23,13 +23,18 @@ from torch import nn
 __all__ = [
     "CheckpointInfo",
     "CheckpointStore",
+    "Collectives",
+    "DataParallel",
     "DataSource",
     "DistributedContext",
     "MetricLogger",
+    "ProcessInfo",
+    "SizedIterable",
     "Stateful",
 ]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 @runtime_checkable
@@ -163,11 +168,11 @@ class MetricLogger(Protocol):
 
 
 @runtime_checkable
-class DistributedContext(Protocol):
-    """The process group a training process belongs to, and the collectives the trainer needs.
+class ProcessInfo(Protocol):
+    """Which process of a training group this is, and the device it trains on.
 
-    A single process is a group of one: every method still works (collectives return their
-    input), so the trainer has one code path. The engine underneath is ``torch.distributed``.
+    What logging, checkpointing and progress bars need: who writes (global rank 0) and where
+    tensors go. A single process is rank 0 of a group of one.
     """
 
     @property
@@ -210,12 +215,25 @@ class DistributedContext(Protocol):
         """Whether this is local rank 0 on its node."""
         ...
 
+
+@runtime_checkable
+class Collectives(Protocol):
+    """The collectives the trainer needs, called by every process of the group alike.
+
+    In a group of one each returns its input (or its input's only element), so the trainer has
+    one code path whatever the number of processes.
+    """
+
     def barrier(self) -> None:
         """Wait until every process reaches this point."""
         ...
 
     def all_reduce_mean(self, metrics: Mapping[str, float | torch.Tensor]) -> dict[str, float]:
         """Average each metric over all processes."""
+        ...
+
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Add ``values`` up element-wise over all processes (a new tensor, same device)."""
         ...
 
     def broadcast_object(self, obj: T, src: int = 0) -> T:
@@ -230,6 +248,11 @@ class DistributedContext(Protocol):
         """Whether ``flag`` holds on any (or all) processes, the same answer everywhere."""
         ...
 
+
+@runtime_checkable
+class DataParallel(Protocol):
+    """How a network is spread over the processes for training, and seen through again."""
+
     def wrap(self, module: nn.Module) -> nn.Module:
         """Prepare a network for training here (DDP when distributed, as-is otherwise)."""
         ...
@@ -242,8 +265,37 @@ class DistributedContext(Protocol):
         """A context in which backward does not synchronise gradients (accumulation)."""
         ...
 
+
+@runtime_checkable
+class DistributedContext(ProcessInfo, Collectives, DataParallel, Protocol):
+    """The process group a training process belongs to: the union of the three parts above.
+
+    :class:`ProcessInfo` (who am I), :class:`Collectives` (talk to the others) and
+    :class:`DataParallel` (wrap networks), plus :meth:`close`. A single process is a group of
+    one: every method still works, so the trainer has one code path. A piece of code that needs
+    only one part is typed against that part, and a test's stand-in implements only it. The
+    engine underneath is ``torch.distributed``.
+    """
+
     def close(self) -> None:
         """Leave the process group (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class SizedIterable(Protocol[T_co]):
+    """An iterable that knows its length: what a training loader must be.
+
+    ``len()`` is the number of batches *left* in the epoch, so the trainer can lay out
+    gradient-accumulation windows and progress bars before the first batch.
+    """
+
+    def __len__(self) -> int:
+        """How many items are left to iterate."""
+        ...
+
+    def __iter__(self) -> Iterator[T_co]:
+        """The items."""
         ...
 
 
@@ -272,11 +324,12 @@ class DataSource(Protocol):
         """Move the training order to ``epoch``; a no-op for the epoch already current."""
         ...
 
-    def train_dataloader(self) -> Iterable[Any] | None:
+    def train_dataloader(self) -> SizedIterable[Any] | None:
         """The training batches of the current epoch, from the saved position on.
 
-        The trainer needs ``len()`` of what this returns: the number of batches left in the
-        epoch, so it can lay out gradient-accumulation windows and progress bars.
+        It must have a ``len()`` (:class:`SizedIterable`): the number of batches left in the
+        epoch, so the trainer can lay out gradient-accumulation windows and progress bars. The
+        trainer refuses one without (a :class:`~helios.core.ConfigurationError`).
         """
         ...
 

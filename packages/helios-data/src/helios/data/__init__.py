@@ -14,6 +14,7 @@ from helios.data._datamodule import DataModule, TrainingPhase
 from helios.data._loader import ResumableDataLoader
 from helios.data._params import DataLoaderParams
 from helios.data._permutation import FeistelPermutation
+from helios.data._position import PositionClaim, SamplePosition
 from helios.data._registries import COLLATE_REGISTRY, DATASET_REGISTRY, SAMPLER_REGISTRY
 from helios.data._sampler import ResumableSampler
 from helios.data._seeding import BatchKey, SeededDataset, seed_batch
@@ -26,8 +27,10 @@ __all__ = [
     "DataLoaderParams",
     "DataModule",
     "FeistelPermutation",
+    "PositionClaim",
     "ResumableDataLoader",
     "ResumableSampler",
+    "SamplePosition",
     "SeededDataset",
     "TrainingPhase",
     "seed_batch",

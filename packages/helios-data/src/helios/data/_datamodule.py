@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from helios.core import ConfigurationError, ResumeError
 from helios.data._loader import BatchKeys, ResumableDataLoader, build_torch_loader
 from helios.data._params import DataLoaderParams
+from helios.data._position import SamplePosition
 from helios.data._registries import SAMPLER_REGISTRY
 from helios.data._sampler import ResumableSampler
 
@@ -78,8 +79,7 @@ _INIT_ATTRIBUTES: Final = frozenset(
         "_rank",
         "_world_size",
         "_seed",
-        "_epoch",
-        "_consumed",
+        "_position",
         "_phase",
         "_phase_start_epoch",
         "_train_loader",
@@ -113,6 +113,11 @@ class DataModule(abc.ABC):
     :meth:`setup` may be called more than once (``fit`` then ``test``): each call starts from
     no datasets, so nothing is added twice; the training position is kept.
 
+    The training position (epoch, samples consumed) lives in one
+    :class:`~helios.data.SamplePosition` (:attr:`position`) that the module owns and lends to
+    each training sampler it builds: reading :attr:`epoch` or :attr:`consumed` reads it, and
+    nothing copies it.
+
     Validation and test loaders read their dataset in order, sharded over the ranks *without
     padding*: rank ``r`` of ``W`` reads samples ``r, r + W, ...``, so every sample is evaluated
     exactly once and ranks differ by at most one sample (hence at most one batch). Reduce metrics
@@ -127,8 +132,7 @@ class DataModule(abc.ABC):
         self._rank = 0
         self._world_size = 1
         self._seed = 0
-        self._epoch = 0
-        self._consumed = 0
+        self._position = SamplePosition()
         self._phase = 0
         self._phase_start_epoch = 0
         self._train_loader: ResumableDataLoader[Any] | None = None
@@ -241,10 +245,9 @@ class DataModule(abc.ABC):
         return params
 
     def _clear_datasets(self) -> None:
-        self._pull_position()
         self._phases = []
         self._valid = self._test = None
-        self._train_loader = self._valid_loader = self._test_loader = None
+        self._drop_loaders()
 
     # --- what the trainer calls ---------------------------------------------------------------
 
@@ -262,9 +265,8 @@ class DataModule(abc.ABC):
         rank = _check_int("rank", rank, 0, world_size - 1)
         seed = _check_int("seed", seed, 0, _MAX_SEED)
         if (rank, world_size, seed) != (self._rank, self._world_size, self._seed):
-            self._pull_position()
             self._rank, self._world_size, self._seed = rank, world_size, seed
-            self._train_loader = self._valid_loader = self._test_loader = None
+            self._drop_loaders()
 
     @property
     def rank(self) -> int:
@@ -277,16 +279,19 @@ class DataModule(abc.ABC):
         return self._world_size
 
     @property
+    def position(self) -> SamplePosition:
+        """The training position: the one object the training samplers read and write."""
+        return self._position
+
+    @property
     def epoch(self) -> int:
         """The current training epoch."""
-        self._pull_position()
-        return self._epoch
+        return self._position.epoch
 
     @property
     def consumed(self) -> int:
         """Training samples of this epoch consumed so far, over all ranks."""
-        self._pull_position()
-        return self._consumed
+        return self._position.consumed
 
     @property
     def phase(self) -> int:
@@ -303,11 +308,9 @@ class DataModule(abc.ABC):
             ConfigurationError: ``epoch`` is not a non-negative int.
         """
         epoch = _check_int("epoch", epoch, 0)
-        self._pull_position()
-        if epoch == self._epoch:
+        if epoch == self._position.epoch:
             return
-        self._epoch, self._consumed = epoch, 0
-        self._push_position()
+        self._move_to(epoch, 0)
         self._advance_phase()
 
     def replace_train_params(self, **changes: Any) -> None:
@@ -335,8 +338,7 @@ class DataModule(abc.ABC):
             dataclasses.replace(phase, params=dataclasses.replace(phase.params, **changes))
             for phase in self._phases
         ]
-        self._pull_position()
-        self._train_loader = None
+        self._drop_train_loader()
 
     def set_phase(self, phase: int) -> None:
         """Switch the training data to curriculum ``phase`` from the start of the current epoch.
@@ -349,10 +351,10 @@ class DataModule(abc.ABC):
                 f"set_phase({phase!r}) needs training phases, but add_train was not called yet"
             )
         _check_int("phase", phase, 0, len(self._phases) - 1)
-        self._pull_position()
         if phase != self._phase:
-            self._phase, self._phase_start_epoch, self._consumed = phase, self._epoch, 0
-            self._train_loader = None
+            self._phase, self._phase_start_epoch = phase, self._position.epoch
+            self._drop_train_loader()
+            self._position.move_to(self._position.epoch, 0)
             self._restored_dataset_size = None
 
     def train_dataloader(self) -> ResumableDataLoader[Any] | None:
@@ -379,16 +381,18 @@ class DataModule(abc.ABC):
                 phase.dataset, phase.params, drop_last=phase.params.drop_last, padding=True
             )
             saved_size = self._restored_dataset_size
+            position = self._position
             if saved_size not in (None, -1, sampler.dataset_size) or (
-                self._consumed > sampler.dataset_size
+                position.consumed > sampler.dataset_size
             ):
                 raise ResumeError(
                     f"the training state was saved for a dataset of {saved_size} samples "
-                    f"({self._consumed} consumed in epoch {self._epoch}); phase {self._phase}'s "
-                    f"dataset holds {sampler.dataset_size}: the order would differ"
+                    f"({position.consumed} consumed in epoch {position.epoch}); phase "
+                    f"{self._phase}'s dataset holds {sampler.dataset_size}: the order would "
+                    "differ"
                 )
             self._restored_dataset_size = None
-            sampler.set_position(self._epoch, self._consumed)
+            sampler.use_position(position)
             self._train_loader = ResumableDataLoader.from_params(
                 phase.dataset, sampler, phase.params
             )
@@ -440,26 +444,33 @@ class DataModule(abc.ABC):
 
     # --- position bookkeeping -----------------------------------------------------------------
 
-    def _pull_position(self) -> None:
-        """Copy the live training sampler's position into the module."""
+    def _move_to(self, epoch: int, consumed: int) -> None:
+        """Move the training position (through the live sampler, which checks and normalises)."""
         if self._train_loader is not None:
-            sampler = self._train_loader.sampler
-            self._epoch, self._consumed = sampler.epoch, sampler.consumed
+            self._train_loader.sampler.set_position(epoch, consumed)
+        else:
+            self._position.move_to(epoch, consumed)
 
-    def _push_position(self) -> None:
+    def _drop_train_loader(self) -> None:
+        """Forget the training loader; one still held elsewhere keeps the position it had."""
         if self._train_loader is not None:
-            self._train_loader.sampler.set_position(self._epoch, self._consumed)
+            self._train_loader = None
+            dropped = self._position
+            self._position = SamplePosition(dropped.epoch, dropped.consumed)
+
+    def _drop_loaders(self) -> None:
+        self._drop_train_loader()
+        self._valid_loader = self._test_loader = None
 
     def _advance_phase(self) -> None:
         """Hand over to the next phase(s) whose predecessor has run its ``epochs``."""
-        self._pull_position()
         while self._phase + 1 < len(self._phases):
             epochs = self._phases[self._phase].epochs
-            if epochs is None or self._epoch < self._phase_start_epoch + epochs:
+            if epochs is None or self._position.epoch < self._phase_start_epoch + epochs:
                 return
             self._phase_start_epoch += epochs
             self._phase += 1
-            self._train_loader = None
+            self._drop_train_loader()
             self._restored_dataset_size = None
 
     # --- state --------------------------------------------------------------------------------
@@ -472,7 +483,6 @@ class DataModule(abc.ABC):
             ``dataset_size`` are recorded for checks and logs; resuming at another world size is
             exact.
         """
-        self._pull_position()
         self._advance_phase()
         size = (
             _dataset_size(self._phases[self._phase].dataset, "training")
@@ -481,8 +491,8 @@ class DataModule(abc.ABC):
         )
         return {
             "version": _STATE_VERSION,
-            "epoch": self._epoch,
-            "consumed": self._consumed,
+            "epoch": self._position.epoch,
+            "consumed": self._position.consumed,
             "phase": self._phase,
             "phase_start_epoch": self._phase_start_epoch,
             "world_size": self._world_size,
@@ -541,12 +551,10 @@ class DataModule(abc.ABC):
                     "start a fresh run"
                 )
         if phase != self._phase:
-            self._train_loader = None
+            self._drop_train_loader()
         # Checked above when setup already ran; otherwise when the training loader is built.
         saved_size = state_dict.get("dataset_size", -1)
         deferred = not self._phases and isinstance(saved_size, int)
         self._restored_dataset_size = saved_size if deferred else None
-        self._epoch, self._consumed = epoch, consumed
         self._phase, self._phase_start_epoch = phase, phase_start
-        if self._train_loader is not None:
-            self._push_position()
+        self._move_to(epoch, consumed)

@@ -37,6 +37,7 @@ from torch.utils.data import (
 from helios.core import ConfigurationError
 from helios.data._params import DataLoaderParams
 from helios.data._permutation import GOLDEN, MASK64, derive_key, mix_int
+from helios.data._position import PositionClaim
 from helios.data._sampler import SAMPLE_STREAM, ResumableSampler, chunks
 from helios.data._seeding import BatchKey, SeededDataset, first_of
 from helios.data._worker_signals import StopSafeDataLoader
@@ -292,22 +293,21 @@ class ResumableDataLoader(Generic[T]):
     def __iter__(self) -> Iterator[T]:
         """The remaining batches of the current epoch; each delivered batch is counted."""
         sampler = self._sampler
-        start = sampler._claim()
-        generation = sampler._generation
-        count = sampler.rank_count(start)
+        claim = sampler.claim()
+        count = sampler.rank_count(claim.start)
         batches = self._keys.batches(count)
         if batches == 0:
-            sampler._advance_to(generation, sampler.dataset_size)
-            sampler._warn_if_done(start)
+            sampler.advance(claim, sampler.dataset_size)
+            sampler.warn_if_done(claim.start)
             return iter(())
-        self._keys.start = start
+        self._keys.start = claim.start
         self._keys.epoch = sampler.epoch
-        return self._deliver(iter(self._loader), generation, start, count, batches)
+        return self._deliver(iter(self._loader), claim, count, batches)
 
     def _deliver(
-        self, batches_in: Iterator[T], generation: int, start: int, count: int, batches: int
+        self, batches_in: Iterator[T], claim: PositionClaim, count: int, batches: int
     ) -> Iterator[T]:
-        sampler = self._sampler
+        sampler, start = self._sampler, claim.start
         step = self._params.batch_size
         replicas = sampler.num_replicas
         for delivered, batch in enumerate(batches_in, start=1):
@@ -315,7 +315,7 @@ class ResumableDataLoader(Generic[T]):
                 consumed = sampler.dataset_size  # the epoch is done (a dropped tail included)
             else:
                 consumed = start + min(delivered * step, count) * replicas
-            sampler._advance_to(generation, consumed)
+            sampler.advance(claim, consumed)
             yield batch
 
     def set_epoch(self, epoch: int) -> None:

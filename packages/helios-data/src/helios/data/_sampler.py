@@ -21,6 +21,7 @@ get one sample fewer.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 from collections.abc import Iterator, Sized
@@ -32,6 +33,7 @@ from torch.utils.data import Sampler
 
 from helios.core import ConfigurationError, ResumeError
 from helios.data._permutation import FeistelPermutation, derive_key, mix64
+from helios.data._position import PositionClaim, SamplePosition
 
 __all__ = ["SAMPLE_STREAM", "ResumableSampler"]
 
@@ -55,6 +57,11 @@ class _LiveChunk:
     first: int
     size: int
     items: Iterator[int]
+
+    def taken(self) -> int:
+        """This rank's samples handed out so far, counted from ``start``."""
+        left: int = self.items.__length_hint__()  # type: ignore[attr-defined]
+        return self.first + self.size - left
 
 
 def chunks(count: int) -> Iterator[tuple[int, int]]:
@@ -98,6 +105,11 @@ class ResumableSampler(Sampler[int]):
     the epoch already current keeps the position (that is how a resumed run continues
     mid-epoch), any other epoch starts at position 0.
 
+    The position lives in one :class:`~helios.data.SamplePosition` (:attr:`position`), the
+    sampler's own unless :meth:`use_position` gives it one to share: a
+    :class:`~helios.data.DataModule` owns the training position and lends it to each training
+    sampler it builds, so the position is never copied.
+
     Args:
         data_source: the dataset (anything with ``len``) or its length.
         shuffle: random order (a seeded Feistel bijection, O(1) memory) or ``0, 1, 2, ...``.
@@ -137,12 +149,7 @@ class ResumableSampler(Sampler[int]):
         self._shuffle = shuffle
         self._drop_last = drop_last
         self._padding = padding
-        self._epoch = 0
-        self._consumed = 0
-        # Bumped whenever the position is set from outside: an iteration started earlier then
-        # no longer writes its progress over the new position.
-        self._generation = 0
-        self._live: _LiveChunk | None = None
+        self._position = SamplePosition()
         self._order: tuple[int, FeistelPermutation] | None = None
 
     # --- configuration ------------------------------------------------------------------------
@@ -185,18 +192,31 @@ class ResumableSampler(Sampler[int]):
     # --- position -----------------------------------------------------------------------------
 
     @property
+    def position(self) -> SamplePosition:
+        """The object holding the epoch and the samples consumed (shared, never copied)."""
+        return self._position
+
+    @property
     def epoch(self) -> int:
         """The current epoch."""
-        return self._epoch
+        return self._position.epoch
 
     @property
     def consumed(self) -> int:
         """Samples of this epoch consumed so far over all ranks; ``dataset_size`` once done."""
-        live = self._live
-        if live is None:
-            return self._consumed
-        taken = live.first + live.size - live.items.__length_hint__()  # type: ignore[attr-defined]
-        return self._normalise(live.start + taken * self._num_replicas)
+        return self._position.consumed
+
+    def use_position(self, position: SamplePosition) -> None:
+        """Read and write the position in ``position`` from now on, starting where it stands.
+
+        Iterations started before no longer move any position.
+
+        Raises:
+            ConfigurationError: ``position`` is past the end of this sampler's epoch.
+        """
+        epoch, consumed = position.epoch, position.consumed
+        self._position = position
+        self.set_position(epoch, consumed)
 
     def set_epoch(self, epoch: int) -> None:
         """Move to ``epoch`` at position 0; a no-op if ``epoch`` is the current epoch.
@@ -205,7 +225,7 @@ class ResumableSampler(Sampler[int]):
             ConfigurationError: ``epoch`` is not a non-negative int.
         """
         epoch = _check_int("epoch", epoch, 0)
-        if epoch != self._epoch:
+        if epoch != self.epoch:
             self.set_position(epoch, 0)
 
     def set_position(self, epoch: int, consumed: int) -> None:
@@ -215,10 +235,9 @@ class ResumableSampler(Sampler[int]):
             ConfigurationError: ``epoch`` is negative or ``consumed`` is not in
                 ``[0, dataset_size]``.
         """
-        self._epoch = _check_int("epoch", epoch, 0)
-        self._consumed = self._normalise(_check_int("consumed", consumed, 0, self._size))
-        self._generation += 1
-        self._live = None
+        epoch = _check_int("epoch", epoch, 0)
+        consumed = self._normalise(_check_int("consumed", consumed, 0, self._size))
+        self._position.move_to(epoch, consumed)
 
     def rank_count(self, start: int | None = None) -> int:
         """How many samples this rank gets from global position ``start`` (default: now)."""
@@ -281,40 +300,42 @@ class ResumableSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         """This rank's remaining indices of the current epoch, each counted as consumed."""
-        start = self._claim()
-        count = self.rank_count(start)
+        claim = self.claim()
+        count = self.rank_count(claim.start)
         if count == 0:
-            self._warn_if_done(start)
-        return self._counted(self._generation, start, count)
+            self.warn_if_done(claim.start)
+        return self._counted(claim, count)
 
-    def _counted(self, generation: int, start: int, count: int) -> Iterator[int]:
+    def _counted(self, claim: PositionClaim, count: int) -> Iterator[int]:
+        position, start, epoch = self._position, claim.start, self.epoch
         for first, stop in chunks(count):
-            if generation != self._generation:
+            if not position.holds(claim):
                 return
-            chunk = self.epoch_indices(self._epoch, self.rank_positions(start, first, stop))
+            chunk = self.epoch_indices(epoch, self.rank_positions(start, first, stop))
             items = iter(chunk.tolist())
             # A list iterator knows how far it got (its length hint): the position is read from
             # it on demand, at no cost per index.
-            self._live = _LiveChunk(start, first, stop - first, items)
+            live = _LiveChunk(start, first, stop - first, items)
+            position.follow(claim, functools.partial(self._live_consumed, live))
             yield from items
-        if generation == self._generation:
-            self._live = None
-            self._consumed = self._normalise(start + count * self._num_replicas)
+        self.advance(claim, start + count * self._num_replicas)
 
-    # --- for ResumableDataLoader --------------------------------------------------------------
+    def _live_consumed(self, live: _LiveChunk) -> int:
+        return self._normalise(live.start + live.taken() * self._num_replicas)
 
-    def _claim(self) -> int:
-        """Freeze the position and invalidate earlier iterations; return the position."""
-        start = self.consumed
-        self._consumed = start
-        self._live = None
-        self._generation += 1
-        return start
+    # --- for loaders that count what the loop received (ResumableDataLoader) ------------------
 
-    def _advance_to(self, generation: int, consumed: int) -> None:
-        """Record ``consumed`` if no one has moved the position since ``generation``."""
-        if generation == self._generation:
-            self._consumed = self._normalise(consumed)
+    def claim(self) -> PositionClaim:
+        """Start an iteration at the current position; iterations started before stop counting.
+
+        Returns:
+            The claim to pass to :meth:`advance`; ``claim.start`` is the position it starts at.
+        """
+        return self._position.claim()
+
+    def advance(self, claim: PositionClaim, consumed: int) -> None:
+        """Record ``consumed`` (global samples) for ``claim``'s iteration, if it still holds."""
+        self._position.advance(claim, self._normalise(consumed))
 
     def _normalise(self, consumed: int) -> int:
         # An epoch with nothing left for any rank is reported as fully consumed: the same state
@@ -325,11 +346,13 @@ class ResumableSampler(Sampler[int]):
             return self._size
         return consumed
 
-    def _warn_if_done(self, start: int) -> None:
+    def warn_if_done(self, start: int) -> None:
+        """Warn (from the caller of the iteration) that an iteration from ``start`` is empty."""
         if self._size and start >= self._size:
+            epoch = self.epoch
             warnings.warn(
-                f"epoch {self._epoch} is fully consumed, so this iteration is empty; call "
-                f"set_epoch({self._epoch + 1}) to start the next epoch",
+                f"epoch {epoch} is fully consumed, so this iteration is empty; call "
+                f"set_epoch({epoch + 1}) to start the next epoch",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -344,7 +367,7 @@ class ResumableSampler(Sampler[int]):
         """
         return {
             "version": _STATE_VERSION,
-            "epoch": self._epoch,
+            "epoch": self.epoch,
             "consumed": self.consumed,
             "dataset_size": self._size,
             "shuffle": self._shuffle,
@@ -388,5 +411,5 @@ class ResumableSampler(Sampler[int]):
         order = "random" if self._shuffle else "sequential"
         return (
             f"ResumableSampler({self._size}, {order}, seed={self._seed}, rank {self._rank} of "
-            f"{self._num_replicas}, epoch {self._epoch}, consumed {self.consumed})"
+            f"{self._num_replicas}, epoch {self.epoch}, consumed {self.consumed})"
         )

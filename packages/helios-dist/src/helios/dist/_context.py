@@ -422,6 +422,33 @@ class TorchDistributed:
         means = dict(zip(names, (total / self.world_size).tolist(), strict=True))
         return {name: means[name] for name in values}
 
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Add ``values`` up element-wise over all processes, in one all-reduce.
+
+        For sums and counts that must be exact over every sample (evaluation): each rank passes
+        the same shape and dtype; the input is left as it is.
+
+        Args:
+            values: a tensor on any device.
+
+        Returns:
+            A new tensor of the totals, on ``values``' device.
+
+        Raises:
+            ConfigurationError: ``values`` is not a tensor.
+            CollectiveError: the all-reduce failed or timed out.
+        """
+        if not isinstance(values, torch.Tensor):
+            raise ConfigurationError(
+                f"all_reduce_sum needs a tensor, got {values!r} ({type(values).__name__})"
+            )
+        if not self._has_group:
+            return values.detach().clone()
+        total = values.detach().to(self._collective_device, copy=True)
+        with self._collective(f"all_reduce_sum of {tuple(values.shape)} values"):
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total.to(values.device)
+
     def _check_rank(self, argument: str, rank: int) -> None:
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < self.world_size:
             raise ConfigurationError(

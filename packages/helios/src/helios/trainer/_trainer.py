@@ -172,13 +172,17 @@ def _evaluate(
             samples += size
             on_batch_end(index)
     names = sorted(set().union(*context.all_gather_object(sorted(sums))))
-    totals: dict[str, float | torch.Tensor] = {
-        name: sums.get(name, torch.zeros((), device=device)) for name in names
-    }
-    totals[" samples"] = float(samples)
-    means = context.all_reduce_mean(totals)  # sum / world size, for sums and counts alike
-    count = means.pop(" samples")
-    return {name: value / count for name, value in means.items()} if count else {}
+    for name, total in sums.items():
+        if total.numel() != 1:
+            raise ConfigurationError(
+                f"metric {name!r} must be a number or a one-element tensor, got a tensor of "
+                f"shape {tuple(total.shape)}"
+            )
+    zero = torch.zeros((), device=device)
+    local = [sums.get(name, zero).double().reshape(()) for name in names]
+    local.append(torch.tensor(float(samples), dtype=torch.float64, device=device))
+    *totals, count = context.all_reduce_sum(torch.stack(local)).tolist()  # one all-reduce
+    return {name: total / count for name, total in zip(names, totals, strict=True)} if count else {}
 
 
 def _refuse_loss(loss: torch.Tensor) -> None:
@@ -1100,9 +1104,9 @@ class _FitRun:
             raise ConfigurationError(f"{type(self.data).__name__} has no training data")
         if not isinstance(loader, Sized):
             raise ConfigurationError(
-                f"{type(self.data).__name__}.train_dataloader() returned a "
-                f"{type(loader).__name__} without len(): the trainer needs the number of batches "
-                "left in the epoch"
+                f"datamodule: {type(self.data).__name__}.train_dataloader() returned a "
+                f"{type(loader).__name__} without len(); expected a helios.core.SizedIterable: "
+                "the trainer needs the number of batches left in the epoch"
             )
         left = len(loader)
         epoch_length = state.batch_in_epoch + left
