@@ -112,6 +112,7 @@ def make_group(folder: Path, context: FixedRank) -> MetricLoggerGroup:
             MetricsFileLogger(folder / "metrics.jsonl", enabled=main),
         ],
         context=context,
+        reduce=True,
     )
 
 
