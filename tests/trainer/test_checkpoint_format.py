@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 from resume_checks import assert_identical, final_checkpoint
 
 from helios.trainer import Trainer
@@ -38,3 +39,21 @@ def test_a_format_1_checkpoint_resumes_identically(tmp_path: Path) -> None:
     # the validations never improve: the early-stop count went on from the fixture's 2
     assert result.state.early_stop_count == 4
     assert (resumed / "metrics.jsonl").read_text() == (straight / "metrics.jsonl").read_text()
+
+
+def test_format_1_is_upgraded_on_read_and_a_newer_format_is_refused() -> None:
+    from helios.ckpt import DirectoryCheckpointStore
+    from helios.core import ResumeError
+    from helios.trainer._checkpoint import FORMAT, read
+
+    with DirectoryCheckpointStore(FIXTURES / "helios-trainer-1" / "checkpoints") as store:
+        raw = store.load()
+    assert raw["format"] == "helios-trainer/1" and "callbacks" not in raw
+    upgraded = read(raw, "fixture")
+    assert upgraded["format"] == FORMAT == "helios-trainer/2"
+    assert upgraded["callbacks"] == {"EarlyStopping": {"count": 2}}
+    assert upgraded["training_state"] == raw["training_state"]
+    with pytest.raises(ResumeError, match="newer than"):
+        read({**raw, "format": "helios-trainer/99"}, "future.pt")
+    with pytest.raises(ResumeError, match=r"not a checkpoint of helios\.trainer"):
+        read({**raw, "format": "something-else/1"}, "other.pt")
