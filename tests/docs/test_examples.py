@@ -20,8 +20,8 @@ from docs_blocks import DOCS
 from state_checks import assert_nested_equal, nested_difference
 
 from helios.ckpt import DirectoryCheckpointStore
-from helios.core import Model, TrainingState
-from helios.trainer import Trainer
+from helios.core import Model
+from helios.trainer import Callback, Trainer, TrainerState
 from helios.trainer._cli import main as helios_command
 
 EXAMPLES = DOCS / "examples"
@@ -149,17 +149,19 @@ def final_state(run_dir: Path) -> dict[str, Any]:
         return store.load()["model"]
 
 
+class SigtermAt(Callback):
+    """Send SIGTERM to this process after optimizer step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_training_batch_end(self, state: TrainerState, model: Model) -> None:
+        if state.training.step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def train(pitfalls: ModuleType, run_dir: Path, model: Model, stop_at: int | None = None) -> None:
     """The settings helios verify-resume uses, in this process; SIGTERM at ``stop_at``."""
-    if stop_at is not None:
-        original = model.on_training_batch_end
-
-        def on_training_batch_end(state: TrainingState) -> None:
-            original(state)
-            if state.step == stop_at:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-        model.on_training_batch_end = on_training_batch_end  # type: ignore[method-assign]
     result = Trainer(
         run_dir,
         unit="iteration",
@@ -170,6 +172,7 @@ def train(pitfalls: ModuleType, run_dir: Path, model: Model, stop_at: int | None
         tensorboard=False,
         progress=False,
         exit_on_signal=False,
+        callbacks=[SigtermAt(stop_at)] if stop_at is not None else [],
     ).fit(model, pitfalls.Points())
     assert result.interrupted == (stop_at is not None)
 
@@ -221,3 +224,31 @@ def test_slurm_script_is_valid_bash_and_runs_an_existing_example() -> None:
     assert commands and all((DOCS.parent / path).is_file() for path in commands)
     assert '"$status" -eq 75' in text  # RESUMABLE_EXIT_CODE
     assert "#SBATCH --signal=USR1@" in text  # a signal the trainer stops on
+
+
+# ---- a stateful callback: an EMA of the weights ---------------------------------------------
+
+
+def ema_of(run_dir: Path) -> dict[str, Any]:
+    with DirectoryCheckpointStore(run_dir / "checkpoints", keep_last=None) as store:
+        saved = store.load()
+    assert saved["training_state"]["step"] == 24
+    return saved["callbacks"]["WeightAverage"]
+
+
+def test_an_ema_callback_stopped_by_sigterm_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
+    run_example("ema_callback.py", str(tmp_path / "straight"))
+    # step 11: epoch 1, batch 3 of 8, off the checkpoint cadence (5)
+    run_example("ema_callback.py", str(tmp_path / "resumed"), "--stop-at", "11", expect=75)
+    with DirectoryCheckpointStore(tmp_path / "resumed" / "checkpoints") as store:
+        stopped = store.load()
+    assert stopped["training_state"]["step"] == 11
+    assert stopped["training_state"]["batch_in_epoch"] == 3
+    assert stopped["callbacks"]["WeightAverage"]["step"] == 11
+    run_example("ema_callback.py", str(tmp_path / "resumed"))  # a fresh process resumes
+    straight, resumed = ema_of(tmp_path / "straight"), ema_of(tmp_path / "resumed")
+    assert straight["average"].keys() == resumed["average"].keys()
+    for name, value in straight["average"].items():
+        assert torch.equal(value, resumed["average"][name]), name
+    weights = final_state(tmp_path / "straight")["networks"]["net"]
+    assert not torch.equal(weights["0.weight"], straight["average"]["0.weight"])  # an average

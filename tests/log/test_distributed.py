@@ -115,6 +115,7 @@ def train(rank: int, port: int, root: str) -> None:
             MetricsFileLogger(folder / "metrics.jsonl", enabled=context.is_main_process),
         ],
         context=context,
+        reduce=True,
     )
     group.log_hyperparameters({"rank_that_wrote": rank})
     for step in range(1, 6):

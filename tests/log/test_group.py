@@ -61,6 +61,7 @@ def make_group(folder: Path, context: FakeContext) -> MetricLoggerGroup:
             MetricsFileLogger(folder / "metrics.jsonl", enabled=main),
         ],
         context=context,
+        reduce=True,
     )
 
 
@@ -124,3 +125,20 @@ def test_close_closes_every_backend_even_when_one_fails(tmp_path: Path) -> None:
 def test_something_that_is_not_a_metric_logger_is_refused() -> None:
     with pytest.raises(ConfigurationError, match=r"loggers\[1\] must implement"):
         MetricLoggerGroup([MetricsFileLogger("x.jsonl"), object()])  # type: ignore[list-item]
+
+
+def test_without_reduce_the_group_records_rank_0_values_and_never_communicates(
+    tmp_path: Path,
+) -> None:
+    main = FakeContext(0, [{"loss": 7.0}])
+    group = MetricLoggerGroup([MetricsFileLogger(tmp_path / "metrics.jsonl")], context=main)
+    group.log_scalars({"loss": 1.0}, 1)  # what the trainer does: already reduced, rank 0 only
+    group.close()
+    other = FakeContext(1, [{"loss": 7.0}])
+    quiet = MetricLoggerGroup([MetricsFileLogger(tmp_path / "other.jsonl")], context=other)
+    quiet.log_scalars({"loss": 5.0}, 1)
+    quiet.close()
+    assert main.reductions == [] and other.reductions == []
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [{"step": 1, "loss": 1.0}]
+    assert not (tmp_path / "other.jsonl").exists()

@@ -76,7 +76,7 @@ class DataLoaderParams:
     sampler: str = "ResumableSampler"
     seed_batches: bool | None = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # noqa: PLR0912 (one check per field)
         """Check every field; raise :class:`ConfigurationError` on the first bad one."""
         if not _is_int(self.batch_size) or self.batch_size < 1:
             raise ConfigurationError(f"batch_size must be an int >= 1, got {self.batch_size!r}")

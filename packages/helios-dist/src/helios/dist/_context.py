@@ -178,7 +178,7 @@ class TorchDistributed:
     # ---- construction ------------------------------------------------------------------------
 
     @classmethod
-    def from_environment(
+    def from_environment(  # noqa: PLR0912 (one branch per launcher and backend)
         cls,
         backend: str = "auto",
         timeout: timedelta = _DEFAULT_TIMEOUT,

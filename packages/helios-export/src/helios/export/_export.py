@@ -175,8 +175,8 @@ def export_onnx(
                 input_names=input_names,
                 output_names=names,
                 opset=opset,
+                metadata=entries,
             )
-            _write_metadata(staged, entries)
             graph = _Graph(staged)
             result = ParityResult()
             sizes: tuple[int, ...] = ()
@@ -388,8 +388,13 @@ def _export(
     input_names: Sequence[str] | None,
     output_names: Sequence[str],
     opset: int | None,
+    metadata: Mapping[str, str],
 ) -> str:
-    """Run ``torch.onnx.export(dynamo=True)`` and save to ``destination``; return its output."""
+    """Run ``torch.onnx.export(dynamo=True)``, save to ``destination`` with ``metadata``.
+
+    Returns:
+        what the exporter printed.
+    """
     log = io.StringIO()
     try:
         with _captured(log):
@@ -414,6 +419,7 @@ def _export(
         ) from error
     text = log.getvalue()
     logger.debug("torch.onnx.export output for %s:\n%s", module_name, text)
+    _write_metadata(destination, metadata)
     return text
 
 

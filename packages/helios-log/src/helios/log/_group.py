@@ -1,10 +1,11 @@
-"""Several ``MetricLogger`` backends behind one, fed with metrics averaged across ranks.
+"""Several ``MetricLogger`` backends behind one.
 
-The trainer holds a single ``MetricLogger``. :class:`MetricLoggerGroup` is that one: it averages
-scalars over every rank through the core ``DistributedContext`` (so ``log_scalars`` is a
-collective that every rank calls, with the same names) and then hands the result to its backends
-on global rank 0 only. Everything else (text, hyper-parameters, resume, flush) is rank 0's
-business alone and involves no communication.
+The trainer holds a single ``MetricLogger``. :class:`MetricLoggerGroup` is that one: it hands
+each record to its backends, on global rank 0 only when given a ``DistributedContext``. It does
+not reduce: the trainer averages metrics over the ranks itself, once per logging point, and logs
+on rank 0 only. Used alone in a distributed program, ``reduce=True`` makes ``log_scalars``
+average the scalars over every rank first (a collective every rank must call, with the same
+names); everything else (text, hyper-parameters, resume, flush) is rank 0's business alone.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ __all__ = ["MetricLoggerGroup"]
 
 
 class MetricLoggerGroup:
-    """Forward to several metric loggers, averaging scalars across ranks first.
+    """Forward to several metric loggers (on global rank 0), averaging across ranks if asked.
 
     Implements :class:`helios.core.MetricLogger`.
 
@@ -32,12 +33,17 @@ class MetricLoggerGroup:
         ...         MetricsFileLogger(run / "metrics.jsonl", enabled=context.is_main_process),
         ...     ],
         ...     context=context,
+        ...     reduce=True,  # standalone: average over the ranks here (the trainer does not)
         ... )
         >>> group.log_scalars({"train/loss": loss}, step=state.step)  # every rank  # doctest: +SKIP
 
     Args:
         loggers: the backends, each a :class:`~helios.core.MetricLogger`.
-        context: the process group; ``None`` for a single process.
+        context: the process group (records are written on its global rank 0 only);
+            ``None`` for a single process.
+        reduce: average the scalars of ``log_scalars`` over the ranks of ``context`` first
+            (then every rank must call it). ``False`` (what the trainer uses): record them as
+            given.
 
     Raises:
         ConfigurationError: an element of ``loggers`` is not a ``MetricLogger``.
@@ -48,6 +54,7 @@ class MetricLoggerGroup:
         loggers: Sequence[MetricLogger],
         *,
         context: DistributedContext | None = None,
+        reduce: bool = False,
     ) -> None:
         for index, logger in enumerate(loggers):
             if not isinstance(logger, MetricLogger):
@@ -57,6 +64,7 @@ class MetricLoggerGroup:
                 )
         self._loggers = tuple(loggers)
         self._context = context
+        self._reduce = reduce
 
     @property
     def loggers(self) -> tuple[MetricLogger, ...]:
@@ -68,8 +76,8 @@ class MetricLoggerGroup:
         return self._context is None or self._context.is_main_process
 
     def log_scalars(self, metrics: Mapping[str, float], step: int) -> None:
-        """Average ``metrics`` over the ranks, then record them on rank 0 (call on every rank)."""
-        reduced = reduce_metrics(metrics, self._context)
+        """Record ``metrics`` on rank 0; with ``reduce``, their mean over the ranks (collective)."""
+        reduced = reduce_metrics(metrics, self._context) if self._reduce else metrics
         if self._is_main_process:
             for logger in self._loggers:
                 logger.log_scalars(reduced, step)

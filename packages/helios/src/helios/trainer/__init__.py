@@ -7,19 +7,28 @@ other Helios packages and each can be replaced by an object of the user's.
 
 from __future__ import annotations
 
+from helios.trainer._callbacks import Callback, EarlyStopping, TrainerState, TrainingProgressBar
+from helios.trainer._fit import FitResult
+from helios.trainer._settings import CheckpointStoreFactory, MetricLoggerFactory
 from helios.trainer._signals import (
     RESUMABLE_EXIT_CODE,
     SAME_REQUEST_SECONDS,
     STOP_SIGNALS,
     TrainingAbortedError,
 )
-from helios.trainer._trainer import FitResult, Trainer
+from helios.trainer._trainer import Trainer
 
 __all__ = [
     "RESUMABLE_EXIT_CODE",
     "SAME_REQUEST_SECONDS",
     "STOP_SIGNALS",
+    "Callback",
+    "CheckpointStoreFactory",
+    "EarlyStopping",
     "FitResult",
+    "MetricLoggerFactory",
     "Trainer",
+    "TrainerState",
     "TrainingAbortedError",
+    "TrainingProgressBar",
 ]

@@ -174,8 +174,10 @@ def export(checkpoint: Path, model_spec: str, out: Path | None) -> int:
     run_dir = (
         checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     )
-    trainer = Trainer(run_dir, total=1, progress=False)
-    trainer.checkpoint_store = _store(checkpoint.parent)
+    # a factory: the trainer closes the store it builds from it
+    trainer = Trainer(
+        run_dir, total=1, progress=False, checkpoint_store=lambda _: _store(checkpoint.parent)
+    )
     report = trainer.export(model_class(), checkpoint, out)
     print(report)
     return 0

@@ -39,7 +39,8 @@ from typing import Any
 
 import torch
 
-from helios.core import Model, TrainingState
+from helios.core import Model
+from helios.trainer._callbacks import Callback, TrainerState
 
 __all__ = ["Difference", "StopKind", "first_difference", "stop_kinds", "verify"]
 
@@ -169,12 +170,12 @@ def _run_child(settings: dict[str, Any], expect: int) -> None:
 
 
 def _final(run_dir: Path) -> dict[str, Any]:
+    from helios.trainer._checkpoint import read
     from helios.trainer._wiring import open_checkpoint_folder
 
     store = open_checkpoint_folder(run_dir / "checkpoints")
     try:
-        state: dict[str, Any] = store.load()
-        return state
+        return read(store.load(), run_dir)
     finally:
         store.close()
 
@@ -185,7 +186,6 @@ def _records(run_dir: Path) -> list[dict[str, Any]]:
 
 
 _PARALLEL = 2  # training processes at a time
-_COMPARED = ("model", "training_state", "data", "trainer", "rng")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,8 +226,10 @@ def _compare(a: Path, b: Path) -> Difference:
     """The first differing metric record and checkpoint value of two runs."""
     record = _first_record_difference(_records(a), _records(b))
     final_a, final_b = _final(a), _final(b)
+    from helios.trainer._checkpoint import COMPARED
+
     tensor = first_difference(
-        {k: final_a.get(k) for k in _COMPARED}, {k: final_b.get(k) for k in _COMPARED}
+        {k: final_a.get(k) for k in COMPARED}, {k: final_b.get(k) for k in COMPARED}
     )
     return Difference(record, tensor.lstrip("/") if tensor else None)
 
@@ -301,6 +303,17 @@ def verify(model: str, data: str, *, steps: int, workers: int | None = None, see
     return 1
 
 
+class _SignalAt(Callback):
+    """Send ``stop_signal`` to this process after optimizer step ``step`` (as a scheduler would)."""
+
+    def __init__(self, step: int, stop_signal: signal.Signals) -> None:
+        self.step, self.stop_signal = step, stop_signal
+
+    def on_training_batch_end(self, state: TrainerState, model: Model) -> None:
+        if state.training.step == self.step:
+            os.kill(os.getpid(), self.stop_signal)
+
+
 def _child(settings: dict[str, Any]) -> None:
     from helios.trainer import Trainer
     from helios.trainer._cli import load_class
@@ -318,17 +331,9 @@ def _child(settings: dict[str, Any]) -> None:
 
         data.setup = setup
     model: Model = model_class()
+    callbacks = []
     if stop_at is not None:
-        original_end = model.on_training_batch_end
-
-        stop_signal = signal.Signals[settings["stop_signal"]]
-
-        def on_training_batch_end(state: TrainingState) -> None:
-            original_end(state)
-            if state.step == stop_at:
-                os.kill(os.getpid(), stop_signal)
-
-        model.on_training_batch_end = on_training_batch_end  # type: ignore[method-assign]
+        callbacks.append(_SignalAt(stop_at, signal.Signals[settings["stop_signal"]]))
     Trainer(
         settings["run_dir"],
         unit="iteration",
@@ -340,6 +345,7 @@ def _child(settings: dict[str, Any]) -> None:
         tensorboard=False,
         progress=False,
         keep_checkpoints=2,
+        callbacks=callbacks,
     ).fit(model, data)
 
 

@@ -19,6 +19,7 @@ from helios.core import CheckpointStore, DistributedContext, ExportTarget, Metri
 from helios.dist import TorchDistributed, detect_launcher, spawn
 from helios.export import ExportError, ExportReport, export_onnx
 from helios.log import (
+    LOGGER_NAME,
     MetricLoggerGroup,
     MetricsFileLogger,
     ProgressBar,
@@ -28,6 +29,7 @@ from helios.log import (
 )
 
 __all__ = [
+    "LOGGER_NAME",
     "CheckpointWarning",
     "ExportError",
     "ExportReport",
@@ -112,15 +114,12 @@ def set_aside_checkpoints(
     return None
 
 
-def build_metric_logger(
-    run_dir: Path, *, tensorboard: bool, context: DistributedContext
-) -> MetricLogger:
-    """TensorBoard (optional) and a JSON-lines metrics file, written by global rank 0 only."""
-    main = context.is_main_process
-    loggers: list[MetricLogger] = [MetricsFileLogger(run_dir / "metrics.jsonl", enabled=main)]
+def build_metric_logger(run_dir: Path, *, tensorboard: bool) -> MetricLogger:
+    """TensorBoard (optional) and a JSON-lines metrics file (built on global rank 0 only)."""
+    loggers: list[MetricLogger] = [MetricsFileLogger(run_dir / "metrics.jsonl")]
     if tensorboard:
-        loggers.append(TensorBoardLogger(run_dir / "tensorboard", enabled=main))
-    return MetricLoggerGroup(loggers, context=context)
+        loggers.append(TensorBoardLogger(run_dir / "tensorboard"))
+    return MetricLoggerGroup(loggers)
 
 
 def start_logging(run_dir: Path, context: DistributedContext) -> logging.Logger:

@@ -1,0 +1,224 @@
+"""The layout of a trainer checkpoint: named ``Stateful`` parts, the one place that knows them.
+
+A checkpoint of ``fit`` is a dict ``{"format": FORMAT, part: part.state_dict(), ...}``:
+
+============== ===========================================================================
+part           what it holds
+============== ===========================================================================
+model          networks, optimizers, schedulers, scalers and extra state (unwrapped)
+training_state ``TrainingState``: epoch, step, batches, validation cycles
+data           the data source's position (the sampler's)
+rng            every rank's RNG state now, as a list by rank
+epoch_start_rng every rank's RNG state at its epoch's start (for a resume inside the epoch)
+scaler         the trainer-owned ``GradScaler``'s state (``None`` when the model owns it)
+train_means    running sums of the training metrics not logged yet
+callbacks      the stateful callbacks' states, by ``state_key``
+trainer        :class:`RunRecord`: how the run was configured and where it ended
+============== ===========================================================================
+
+Everything that reads a checkpoint -- ``fit`` resuming, ``test``, ``export``, the result after
+spawned processes, ``helios verify-resume`` -- goes through :func:`read`, which upgrades older
+formats step by step (``_MIGRATIONS``), so an old run resumes without the user converting it.
+
+Why not ``helios.ckpt.register_migration``: that registry versions the file container of
+``DirectoryCheckpointStore`` (manifest, hashes), for every payload, and runs only in that store;
+this layout is the trainer's payload and must upgrade whatever store holds it (a user's too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from helios.core import (
+    CheckpointError,
+    CheckpointInfo,
+    CheckpointStore,
+    ResumeError,
+    Stateful,
+    TrainingState,
+)
+
+__all__ = [
+    "COMPARED",
+    "FORMAT",
+    "PARTS",
+    "RunRecord",
+    "assemble",
+    "find_checkpoint",
+    "load",
+    "model_state",
+    "read",
+    "restore",
+    "training_state",
+]
+
+_NAME = "helios-trainer"
+VERSION = 2
+FORMAT = f"{_NAME}/{VERSION}"
+PARTS = (
+    "model",
+    "training_state",
+    "data",
+    "rng",
+    "epoch_start_rng",
+    "scaler",
+    "train_means",
+    "callbacks",
+    "trainer",
+)
+COMPARED = ("model", "training_state", "data", "trainer", "rng", "callbacks")
+"""The parts two runs that agree must hold equal (``helios verify-resume`` compares them)."""
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """How the run was configured and where it ended (the ``trainer`` part).
+
+    Attributes:
+        unit: what ``total`` counts; a resume with another unit is refused.
+        total: the planned length.
+        accumulate: batches per optimizer step; a resume with another value is refused.
+        world_size: processes that wrote the checkpoint.
+        finished: the end-of-run work was done.
+        stopped_by_model: ``Model.should_training_stop`` ended the run.
+        last_valid_step: the step of the last validation, if any.
+    """
+
+    unit: str = "epoch"
+    total: int = 0
+    accumulate: int = 1
+    world_size: int = 1
+    finished: bool = False
+    stopped_by_model: bool = False
+    last_valid_step: int | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The fields as a dict."""
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the fields (``last_valid_step`` may be absent)."""
+        for field in dataclasses.fields(self):
+            if field.name in state:
+                setattr(self, field.name, state[field.name])
+
+
+def _from_1(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 to 2: the early-stop count becomes the ``EarlyStopping`` callback's state."""
+    upgraded = dict(checkpoint)
+    count = int(checkpoint["training_state"].get("early_stop_count", 0))
+    upgraded["callbacks"] = {"EarlyStopping": {"count": count}}
+    return upgraded
+
+
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_1}
+
+
+def _version(checkpoint: Mapping[str, Any], path: object) -> int:
+    text = checkpoint.get("format")
+    name, _, number = str(text).partition("/")
+    if name != _NAME or not number.isdigit():
+        raise ResumeError(
+            f"{path} is not a checkpoint of helios.trainer (format {text!r}, expected {FORMAT!r})"
+        )
+    version = int(number)
+    if version > VERSION:
+        raise ResumeError(
+            f"{path} has format {text!r}, newer than the {FORMAT!r} this helios reads: "
+            "upgrade helios to resume it"
+        )
+    return version
+
+
+def read(checkpoint: Mapping[str, Any], path: object) -> dict[str, Any]:
+    """A loaded checkpoint in today's layout (older formats upgraded step by step).
+
+    Raises:
+        ResumeError: it is not a trainer checkpoint, or of a newer format.
+    """
+    if "format" not in checkpoint:
+        model_state(checkpoint, path)  # a file of something else: say what it lacks
+    state = dict(checkpoint)
+    for version in range(_version(checkpoint, path), VERSION):
+        state = _MIGRATIONS[version](state)
+    state["format"] = FORMAT
+    return state
+
+
+def assemble(parts: Mapping[str, Stateful]) -> dict[str, Any]:
+    """The checkpoint of ``parts``, which must be exactly :data:`PARTS`."""
+    if set(parts) != set(PARTS):
+        raise ValueError(f"checkpoint parts {sorted(parts)} are not {sorted(PARTS)}")
+    return {"format": FORMAT, **{name: parts[name].state_dict() for name in PARTS}}
+
+
+def restore(checkpoint: Mapping[str, Any], parts: Mapping[str, Stateful]) -> None:
+    """Load each of ``parts`` from a checkpoint :func:`read` returned, in the order given."""
+    for name, part in parts.items():
+        part.load_state_dict(checkpoint[name])
+
+
+def model_state(checkpoint: Mapping[str, Any], path: object) -> dict[str, Any]:
+    """The model part.
+
+    Raises:
+        CheckpointError: there is none (not a checkpoint of the trainer).
+    """
+    found = checkpoint.get("model")
+    if not isinstance(found, Mapping):
+        raise CheckpointError(
+            f"checkpoint {path} holds no 'model' state (keys: {sorted(checkpoint)}); "
+            "expected a checkpoint written by helios.trainer"
+        )
+    return dict(found)
+
+
+def training_state(checkpoint: Mapping[str, Any]) -> TrainingState:
+    """The training-state part, as a :class:`~helios.core.TrainingState`."""
+    state = TrainingState()
+    state.load_state_dict(checkpoint["training_state"])
+    return state
+
+
+def run_record(checkpoint: Mapping[str, Any]) -> RunRecord:
+    """The ``trainer`` part."""
+    record = RunRecord()
+    record.load_state_dict(checkpoint["trainer"])
+    return record
+
+
+def find_checkpoint(
+    store: CheckpointStore, checkpoint: str | os.PathLike[str], run_dir: Path
+) -> CheckpointInfo:
+    """Resolve ``"best"`` (falling back to the last), ``"last"`` or a path to a checkpoint."""
+    which = os.fspath(checkpoint)
+    info: CheckpointInfo | None
+    if which == "best":
+        info = store.best() or store.latest()
+    elif which == "last":
+        info = store.latest()
+    else:
+        path = Path(which)
+        info = next((i for i in store.list() if i.path == path), None)
+        if info is None:
+            info = CheckpointInfo(path=path, step=-1, epoch=-1)
+    if info is None:
+        raise CheckpointError(f"no checkpoint in {run_dir / 'checkpoints'}")
+    return info
+
+
+def load(
+    store: CheckpointStore, which: str | os.PathLike[str] | CheckpointInfo, map_location: Any
+) -> dict[str, Any]:
+    """Load the checkpoint ``which`` (a path or an info) from ``store`` and :func:`read` it.
+
+    Raises:
+        CheckpointError: the store cannot load it.
+        ResumeError: it is not a trainer checkpoint, or of a newer format.
+    """
+    path = which.path if isinstance(which, CheckpointInfo) else which
+    return read(store.load(which, map_location=map_location), path)

@@ -1,0 +1,71 @@
+"""Evaluation: the validation pass of ``fit`` and the pass of ``test``, over every sample.
+
+Each batch's metrics are weighted by its number of samples, and sums and counts are added up
+over the processes (whose shards may differ by a batch) in one float64 all-reduce, so a mean
+metric such as accuracy is the exact mean over the whole dataset. Nothing synchronises per
+batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from helios.core import ConfigurationError, DistributedContext
+from helios.trainer._step import to_device
+
+__all__ = ["batch_size", "evaluate"]
+
+
+def batch_size(batch: Any) -> int:
+    """The length of the first tensor in a (nested) batch: its number of samples (1 if none)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() > 0 else 1
+    if isinstance(batch, Mapping):
+        batch = list(batch.values())
+    if isinstance(batch, list | tuple):
+        for item in batch:
+            if isinstance(item, torch.Tensor | list | tuple | Mapping):
+                return batch_size(item)
+    return 1
+
+
+def evaluate(
+    loader: Any,
+    step: Callable[[Any, int], Mapping[str, torch.Tensor | float] | None],
+    on_batch_start: Callable[[int], None],
+    on_batch_end: Callable[[int], None],
+    *,
+    context: DistributedContext,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]],
+) -> dict[str, float]:
+    """Run an evaluation loop; the metrics ``step`` returns, averaged over every sample."""
+    device = context.device
+    sums: dict[str, torch.Tensor] = {}
+    samples = 0
+    with torch.no_grad():
+        for index, batch in enumerate(loader):
+            on_batch_start(index)
+            size = batch_size(batch)
+            with autocast():
+                output = step(to_device(batch, device), index)
+            for name, value in (output or {}).items():
+                weighted = torch.as_tensor(value, device=device).detach().float() * size
+                sums[name] = sums[name] + weighted if name in sums else weighted
+            samples += size
+            on_batch_end(index)
+    names = sorted(set().union(*context.all_gather_object(sorted(sums))))
+    for name, total in sums.items():
+        if total.numel() != 1:
+            raise ConfigurationError(
+                f"metric {name!r} must be a number or a one-element tensor, got a tensor of "
+                f"shape {tuple(total.shape)}"
+            )
+    zero = torch.zeros((), device=device)
+    local = [sums.get(name, zero).double().reshape(()) for name in names]
+    local.append(torch.tensor(float(samples), dtype=torch.float64, device=device))
+    *totals, count = context.all_reduce_sum(torch.stack(local)).tolist()  # one all-reduce
+    return {name: total / count for name, total in zip(names, totals, strict=True)} if count else {}
