@@ -28,6 +28,8 @@ this layout is the trainer's payload and must upgrade whatever store holds it (a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib.metadata
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -51,6 +53,7 @@ __all__ = [
     "find_checkpoint",
     "load",
     "model_state",
+    "provenance",
     "read",
     "restore",
     "training_state",
@@ -189,6 +192,32 @@ def run_record(checkpoint: Mapping[str, Any]) -> RunRecord:
     record = RunRecord()
     record.load_state_dict(checkpoint["trainer"])
     return record
+
+
+def provenance(info: CheckpointInfo, checkpoint: Mapping[str, Any]) -> dict[str, str]:
+    """Where weights come from, as strings for a file's metadata (ONNX, weights files).
+
+    The checkpoint's file name, step, epoch and SHA-256 (the store's, or hashed here for a file
+    the store did not list), and the version of Helios that reads it.
+    """
+    state = training_state(checkpoint) if "training_state" in checkpoint else None
+    step = info.step if info.step >= 0 or state is None else state.step
+    epoch = info.epoch if info.epoch >= 0 or state is None else state.epoch
+    digest = info.sha256
+    if not digest and info.path.is_file():
+        with info.path.open("rb") as file:
+            digest = hashlib.file_digest(file, "sha256").hexdigest()
+    try:
+        helios_version = importlib.metadata.version("helios")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        helios_version = "0.0.0"
+    return {
+        "helios.checkpoint": info.path.name,
+        "helios.checkpoint.step": str(step),
+        "helios.checkpoint.epoch": str(epoch),
+        "helios.checkpoint.sha256": digest,
+        "helios.version": helios_version,
+    }
 
 
 def find_checkpoint(

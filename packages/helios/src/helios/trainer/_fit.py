@@ -20,6 +20,7 @@ from helios.core import (
     DistributedContext,
     Model,
     TrainingState,
+    check_model_setup,
     seed_everything,
     set_deterministic,
 )
@@ -135,6 +136,8 @@ def run_fit(
     data.configure(rank=context.rank, world_size=context.world_size, seed=settings.seed)
     data.setup()
     model.setup()
+    if context.is_main_process:
+        check_model_setup(model)  # warnings only: what will not be moved or saved
     model.to(context.device)
     with contextlib.ExitStack() as stack:
         store = stack.enter_context(_seams.checkpoint_store(settings, model))

@@ -17,6 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
+import torch
+
 from helios.core import (
     CheckpointStore,
     ConfigurationError,
@@ -24,6 +26,7 @@ from helios.core import (
     DistributedContext,
     MetricLogger,
     Model,
+    check_model_initialised,
     seed_everything,
 )
 from helios.trainer import _checkpoint, _launch, _lock, _seams, _wiring
@@ -336,7 +339,7 @@ class Trainer:
             model.setup()
             with _seams.checkpoint_store(settings, model) as store:
                 info = _checkpoint.find_checkpoint(store, checkpoint, settings.run_dir)
-                saved = store.load(info.path, map_location="cpu")
+                saved = _checkpoint.read(store.load(info.path, map_location="cpu"), info.path)
             model.load_state_dict(_checkpoint.model_state(saved, info.path))
             target = model.export_target()
             if target is None:
@@ -346,7 +349,9 @@ class Trainer:
                 )
             default = settings.run_dir / "onnx" / f"{type(model).__name__}.onnx"
             out = Path(path) if path is not None else default
-            return _wiring.export_target(target, out, opset=opset)
+            return _wiring.export_target(
+                target, out, opset=opset, metadata=_checkpoint.provenance(info, saved)
+            )
 
 
 def _check_model(model: object, datamodule: object) -> None:
@@ -358,6 +363,15 @@ def _check_model(model: object, datamodule: object) -> None:
             )
     if not isinstance(model, Model):
         raise ConfigurationError(f"model must be a helios.core.Model, got {type(model).__name__}")
+    check_model_initialised(model)
+    if isinstance(datamodule, torch.utils.data.DataLoader | torch.utils.data.Dataset):
+        kind = "DataLoader" if isinstance(datamodule, torch.utils.data.DataLoader) else "Dataset"
+        raise ConfigurationError(
+            f"datamodule is a torch {kind}; the trainer needs a helios.data.DataModule, which "
+            "builds the loaders itself so it can resume them exactly. Wrap your dataset:\n"
+            "    class Data(DataModule):\n"
+            "        def setup(self): self.add_train(train_set, DataLoaderParams(batch_size=64))"
+        )
     if datamodule is not None and not isinstance(datamodule, DataSource):
         raise ConfigurationError(
             f"datamodule must implement helios.core.DataSource, got {type(datamodule).__name__}"

@@ -9,7 +9,7 @@ module builds the defaults from ``helios.ckpt``, ``helios.log``, ``helios.dist``
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -139,9 +139,14 @@ def stop_logging() -> None:
 
 
 def export_target(
-    target: ExportTarget, path: Path, *, opset: int | None = None, verify: bool = True
+    target: ExportTarget,
+    path: Path,
+    *,
+    opset: int | None = None,
+    verify: bool = True,
+    metadata: Mapping[str, str] | None = None,
 ) -> ExportReport:
-    """Export a ``Model``'s export target to ONNX and check it in onnxruntime."""
+    """Export a ``Model``'s export target to ONNX (with ``metadata``), checked in onnxruntime."""
     return export_onnx(
         target.network,
         target.example_inputs,
@@ -151,4 +156,5 @@ def export_target(
         output_names=target.output_names,
         opset=opset,
         verify=verify,
+        metadata=metadata,
     )
