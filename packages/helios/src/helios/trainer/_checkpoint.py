@@ -89,6 +89,8 @@ class RunRecord:
         finished: the end-of-run work was done.
         stopped_by_model: ``Model.should_training_stop`` ended the run.
         last_valid_step: the step of the last validation, if any.
+        monitor: ``Model.monitor``, the metric "best" ranks checkpoints by (``None``: none).
+        monitor_mode: ``Model.monitor_mode``, whether smaller or larger is better.
     """
 
     unit: str = "epoch"
@@ -98,13 +100,15 @@ class RunRecord:
     finished: bool = False
     stopped_by_model: bool = False
     last_valid_step: int | None = None
+    monitor: str | None = None
+    monitor_mode: str = "min"
 
     def state_dict(self) -> dict[str, Any]:
         """The fields as a dict."""
         return dataclasses.asdict(self)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the fields (``last_valid_step`` may be absent)."""
+        """Restore the fields (``last_valid_step`` and ``monitor*`` may be absent)."""
         for field in dataclasses.fields(self):
             if field.name in state:
                 setattr(self, field.name, state[field.name])

@@ -1,6 +1,7 @@
 """The ``helios`` command: inspect checkpoints, export to ONNX, check that a model resumes exactly.
 
     helios checkpoints RUN_DIR
+    helios checkpoints extract CHECKPOINT -o FILE
     helios export CHECKPOINT --model module:Class [--out PATH]
     helios verify-resume --model module:Class --data module:Class [--steps N] [--workers K]
 
@@ -22,15 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from helios.core import HeliosError
+from helios.trainer._cli_checkpoints import CommandError, checkpoints, extract
 
 __all__ = ["load_class", "main"]
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-
-
-class CommandError(Exception):
-    """A problem with what the user asked for: printed as one line, exit status 2."""
+_EXTRACT = "checkpoints extract"
 
 
 def _current_folder_last() -> None:
@@ -90,80 +89,6 @@ def _store(folder: Path) -> Any:
     return open_checkpoint_folder(folder)
 
 
-def _format_metrics(metrics: Any) -> str:
-    return ", ".join(f"{k}={v:.4g}" for k, v in sorted(dict(metrics).items())) or "-"
-
-
-def _entry_line(entry: Any) -> str:
-    info = entry.info
-    step = info.step if info is not None else entry.step
-    epoch = info.epoch if info is not None else None
-    metrics = _format_metrics(info.metrics) if info is not None and entry.verdict == "ok" else ""
-    return (
-        f"  {'-' if step is None else step:>8} {'-' if epoch is None else epoch:>6} "
-        f"{entry.size:>12,}  {entry.verdict:<19} {entry.path.name:<24} {metrics}"
-    ).rstrip()
-
-
-def checkpoints(run_dir: Path) -> int:
-    """Print every entry that looks like a checkpoint with its verdict, and the resume pick.
-
-    Returns:
-        0, or 1 when the newest checkpoint (by the step in its name) is damaged or refused.
-    """
-    if run_dir.is_dir():
-        folder = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
-        only = None
-    elif run_dir.exists() or run_dir.is_symlink():
-        folder, only = run_dir.parent, run_dir.name  # one file
-    else:
-        raise CommandError(f"{str(run_dir)!r} does not exist: expected a run folder or a file")
-    store = _store(folder)
-    entries = store.inspect(load=True)
-    if only is not None:
-        entries = [entry for entry in entries if entry.path.name == only]
-        if not entries:
-            raise CommandError(
-                f"{str(run_dir)!r} is not named like a checkpoint (step-NNNNNNNN.pt): expected a "
-                "run folder or a checkpoint file"
-            )
-    if not entries:
-        print(f"no checkpoints in {folder}")
-        return 0
-    print(f"checkpoints in {folder}:")
-    print(f"  {'step':>8} {'epoch':>6} {'size':>12}  {'status':<19} {'file':<24} metrics")
-    for entry in entries:
-        print(_entry_line(entry))
-        if entry.reason and entry.verdict not in ("ok", "temporary"):
-            print(f"           {entry.reason}")
-    leftovers = [entry for entry in entries if entry.verdict == "temporary"]
-    if leftovers:
-        total = sum(entry.size for entry in leftovers)
-        print(
-            f"{len(leftovers)} temporary file(s) of interrupted saves ({total:,} bytes): the "
-            "next fit removes them"
-        )
-    named = [entry for entry in entries if entry.step is not None]
-    if only is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            latest = store.latest()
-        pick = latest.path.name if latest else "none (no good checkpoint)"
-        refused = latest is not None and any(
-            e.path == latest.path and e.verdict == "REFUSED" for e in named
-        )
-        print(f"resume would pick: {pick}" + (" (REFUSED: fit stops there)" if refused else ""))
-    if named and named[-1].verdict != "ok":
-        newest = named[-1]
-        print(
-            f"helios checkpoints: the newest checkpoint, {newest.path.name}, is "
-            f"{newest.verdict}: {newest.reason}",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-    return 0
-
-
 def export(checkpoint: Path, model_spec: str, out: Path | None) -> int:
     """Restore a Model from a checkpoint and export it through its export hook."""
     from helios.trainer import Trainer
@@ -213,6 +138,17 @@ def _parser() -> argparse.ArgumentParser:
         "run_dir", type=Path, help="the run folder (or its checkpoints folder, or one file)"
     )
 
+    extracting = commands.add_parser(
+        _EXTRACT,
+        help="write a checkpoint's network weights as a plain file torch.load opens",
+        description="Verify a checkpoint and write its networks' weights alone to FILE: "
+        "{'format', 'networks': {name: state_dict}, 'source': {...}}, which "
+        "torch.load(FILE, weights_only=True) opens without Helios and Model.load_weights(FILE) "
+        "loads. 'source' records the checkpoint's name, step, epoch and SHA-256.",
+    )
+    extracting.add_argument("checkpoint", type=Path, help="the checkpoint file")
+    extracting.add_argument("-o", "--out", type=Path, required=True, help="the file to write")
+
     exporting = commands.add_parser(
         "export",
         help="export a checkpoint's network to ONNX",
@@ -244,7 +180,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``helios`` command; returns the exit status."""
     _current_folder_last()
-    args = _parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:2] == ["checkpoints", "extract"]:  # a sub-command of "checkpoints RUN_DIR"
+        given = [_EXTRACT, *given[2:]]
+    args = _parser().parse_args(given)
     from helios.trainer._wiring import CheckpointWarning, ExportError
 
     # A damaged checkpoint is reported by the command itself (a status or the error line).
@@ -252,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "checkpoints":
             return checkpoints(args.run_dir)
+        if args.command == _EXTRACT:
+            return extract(args.checkpoint, args.out)
         if args.command == "export":
             return export(args.checkpoint, args.model, args.out)
         if args.steps < 4:

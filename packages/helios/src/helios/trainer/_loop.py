@@ -110,7 +110,12 @@ class FitLoop:
         self.precision = Precision(settings.precision, self.device, model, automatic=self.automatic)
         self.train_means = RunningMeans(self.device)
         self.record = _checkpoint.RunRecord(
-            settings.unit, settings.total, settings.accumulate, context.world_size
+            settings.unit,
+            settings.total,
+            settings.accumulate,
+            context.world_size,
+            monitor=model.monitor,
+            monitor_mode=model.monitor_mode,
         )
         self.last_checkpoint_step: int | None = None
         self.last_checkpoint: Path | None = None
