@@ -2,8 +2,12 @@
 
     helios checkpoints RUN_DIR
     helios checkpoints extract CHECKPOINT -o FILE
-    helios export CHECKPOINT --model module:Class [--out PATH]
-    helios verify-resume --model module:Class --data module:Class [--steps N] [--workers K]
+    helios export CHECKPOINT --model SPEC [--model-args JSON] [--out PATH]
+    helios verify-resume --model SPEC --data SPEC [--model-args JSON] [--data-args JSON]
+                         [--steps N] [--workers K] [--seed S]
+
+SPEC is ``module:Name`` or ``path/to/file.py:Name``: a class, or a function returning the object
+(see :mod:`helios.trainer._objects`).
 
 Bad input (a missing folder, a corrupt checkpoint, a ``module:Class`` that does not import)
 gets one line on stderr and exit status 2; ``checkpoints`` exits 1 when the newest checkpoint
@@ -14,8 +18,6 @@ is damaged; ``verify-resume`` exits 1 when the runs diverge, and
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -24,6 +26,7 @@ from typing import Any
 
 from helios.core import HeliosError
 from helios.trainer._cli_checkpoints import CommandError, checkpoints, extract
+from helios.trainer._objects import build, current_folder_last, load_object
 
 __all__ = ["load_class", "main"]
 
@@ -32,55 +35,30 @@ EXIT_BAD_INPUT = 2
 _EXTRACT = "checkpoints extract"
 
 
-def _current_folder_last() -> None:
-    """Let the current folder provide modules, but never before the installed ones.
-
-    ``python -m helios.trainer`` puts the current folder first on ``sys.path``: a file there
-    named like an installed module (an ``onnxruntime.py``) would run instead of it. The folder
-    goes last, where it still finds the user's own ``module:Class``.
-    """
-    here = os.path.realpath(os.getcwd())
-    sys.path[:] = [entry for entry in sys.path if entry != "" and os.path.realpath(entry) != here]
-    sys.path.append(here)
-
-
 def load_class(spec: str) -> type[Any]:
-    """Import ``module:Class`` (``module.Class`` is accepted too), from the current folder too.
+    """Import the class ``module:Class`` or ``path/to/file.py:Class`` names.
 
     The current folder is searched after the installed packages, never before them.
 
     Raises:
-        CommandError: the module or the class cannot be found.
+        CommandError: the module, file or class cannot be found.
     """
-    module_name, sep, class_name = spec.partition(":")
-    if not sep:
-        module_name, _, class_name = spec.rpartition(".")
-    if not module_name or not class_name:
-        raise CommandError(f"{spec!r} is not of the form module:Class")
-    _current_folder_last()
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as error:  # an import runs user code: any error is the user's to see
-        raise CommandError(
-            f"cannot import module {module_name!r} for {spec!r}: {type(error).__name__}: {error}"
-        ) from error
-    found = getattr(module, class_name, None)
+    found = load_object(spec)
     if not isinstance(found, type):
-        raise CommandError(f"module {module_name!r} has no class {class_name!r}")
+        raise CommandError(f"{spec!r} names a function; expected a class")
     return found
 
 
-def _model_class(spec: str) -> type[Any]:
-    """The class ``--model`` names, which must be a :class:`helios.core.Model`."""
-    from helios.core import ConfigurationError, Model
+def _model(spec: str, args: str | None) -> Any:
+    from helios.core import Model
 
-    found = load_class(spec)
-    if not issubclass(found, Model):
-        raise ConfigurationError(
-            f"--model {spec!r} names {found.__module__}.{found.__qualname__}, which is not a "
-            "helios.core.Model; expected a subclass of Model"
-        )
-    return found
+    return build(spec, args, "--model", Model, "helios.core.Model")
+
+
+def _data(spec: str, args: str | None) -> Any:
+    from helios.data import DataModule
+
+    return build(spec, args, "--data", DataModule, "helios.data.DataModule")
 
 
 def _store(folder: Path) -> Any:
@@ -89,13 +67,13 @@ def _store(folder: Path) -> Any:
     return open_checkpoint_folder(folder)
 
 
-def export(checkpoint: Path, model_spec: str, out: Path | None) -> int:
+def export(checkpoint: Path, model_spec: str, model_args: str | None, out: Path | None) -> int:
     """Restore a Model from a checkpoint and export it through its export hook."""
     from helios.trainer import Trainer
 
     if not checkpoint.is_file():
         raise CommandError(f"checkpoint {str(checkpoint)!r} does not exist")
-    model_class = _model_class(model_spec)
+    model = _model(model_spec, model_args)
     run_dir = (
         checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     )
@@ -103,20 +81,40 @@ def export(checkpoint: Path, model_spec: str, out: Path | None) -> int:
     trainer = Trainer(
         run_dir, total=1, progress=False, checkpoint_store=lambda _: _store(checkpoint.parent)
     )
-    report = trainer.export(model_class(), checkpoint, out)
+    report = trainer.export(model, checkpoint, out)
     print(report)
     return 0
 
 
-def verify_resume(
-    model_spec: str, data_spec: str, steps: int, workers: int | None, seed: int
-) -> int:
+def verify_resume(args: argparse.Namespace) -> int:
     """Train twice straight and once stopped and resumed; report whether all three agree."""
     from helios.trainer._verify import verify
 
-    _model_class(model_spec)
-    load_class(data_spec)
-    return verify(model_spec, data_spec, steps=steps, workers=workers, seed=seed)
+    _model(args.model, args.model_args)  # one line and exit 2 here, not in a child process
+    _data(args.data, args.data_args)
+    return verify(
+        args.model,
+        args.data,
+        steps=args.steps,
+        workers=args.workers,
+        seed=args.seed,
+        model_args=args.model_args,
+        data_args=args.data_args,
+    )
+
+
+def _object_options(parser: argparse.ArgumentParser, flag: str, what: str) -> None:
+    parser.add_argument(
+        flag,
+        required=True,
+        metavar="SPEC",
+        help=f"{what}: a class or a function returning one, as module:Name or path/to/file.py:Name",
+    )
+    parser.add_argument(
+        f"{flag}-args",
+        metavar="JSON",
+        help=f"keyword arguments for {flag} as a JSON object, e.g. '{{\"width\": 64}}'",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -156,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
         "export_target() names to ONNX, checked in onnxruntime; prints the parity report.",
     )
     exporting.add_argument("checkpoint", type=Path, help="the checkpoint file")
-    exporting.add_argument("--model", required=True, help="the Model class, as module:Class")
+    _object_options(exporting, "--model", "the Model")
     exporting.add_argument("--out", type=Path, help="the ONNX file (default: RUN_DIR/onnx/...)")
 
     checking = commands.add_parser(
@@ -167,8 +165,8 @@ def _parser() -> argparse.ArgumentParser:
         "in a fresh process. Compares every parameter, optimizer and scheduler state and the "
         "loss series. Exit status 0 when identical, 1 when the runs diverge.",
     )
-    checking.add_argument("--model", required=True, help="the Model class, as module:Class")
-    checking.add_argument("--data", required=True, help="the DataModule class, as module:Class")
+    _object_options(checking, "--model", "the Model")
+    _object_options(checking, "--data", "the DataModule")
     checking.add_argument("--steps", type=int, default=40, help="optimizer steps (default 40)")
     checking.add_argument(
         "--workers", type=int, default=None, help="loader workers for training (default: as set)"
@@ -179,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``helios`` command; returns the exit status."""
-    _current_folder_last()
+    current_folder_last()
     given = list(sys.argv[1:] if argv is None else argv)
     if given[:2] == ["checkpoints", "extract"]:  # a sub-command of "checkpoints RUN_DIR"
         given = [_EXTRACT, *given[2:]]
@@ -194,12 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == _EXTRACT:
             return extract(args.checkpoint, args.out)
         if args.command == "export":
-            return export(args.checkpoint, args.model, args.out)
+            return export(args.checkpoint, args.model, args.model_args, args.out)
         if args.steps < 4:
             raise CommandError(f"--steps must be at least 4, got {args.steps}")
         if args.workers is not None and args.workers < 0:
             raise CommandError(f"--workers must be >= 0, got {args.workers}")
-        return verify_resume(args.model, args.data, args.steps, args.workers, args.seed)
+        return verify_resume(args)
     except (CommandError, HeliosError, OSError) as error:
         print(f"helios {args.command}: error: {_first_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT

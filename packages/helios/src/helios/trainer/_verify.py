@@ -138,12 +138,16 @@ def stop_kinds(steps: int, every: int, epoch_length: int, chooser: random.Random
 
 
 def _child_settings(
-    run_dir: Path, model: str, data: str, steps: int, workers: int | None, seed: int, every: int
+    run_dir: Path,
+    objects: dict[str, str | None],
+    steps: int,
+    workers: int | None,
+    seed: int,
+    every: int,
 ) -> dict[str, Any]:
     return {
         "run_dir": str(run_dir),
-        "model": model,
-        "data": data,
+        **objects,
         "steps": steps,
         "workers": workers,
         "seed": seed,
@@ -234,10 +238,22 @@ def _compare(a: Path, b: Path) -> Difference:
     return Difference(record, tensor.lstrip("/") if tensor else None)
 
 
-def _epoch_length(data_spec: str, workers: int | None, seed: int) -> int:
-    from helios.trainer._cli import load_class
+def _build(settings: dict[str, Any], what: str) -> Any:
+    from helios.data import DataModule
+    from helios.trainer._objects import build
 
-    data = load_class(data_spec)()
+    if what == "model":
+        return build(
+            settings["model"], settings["model_args"], "--model", Model, "helios.core.Model"
+        )
+    return build(
+        settings["data"], settings["data_args"], "--data", DataModule, "helios.data.DataModule"
+    )
+
+
+def _epoch_length(objects: dict[str, Any], workers: int | None, seed: int) -> int:
+    data = _build(objects, "data")
+    data_spec = objects["data"]
     data.configure(rank=0, world_size=1, seed=seed)
     data.setup()
     _override_workers(data, workers)
@@ -252,9 +268,23 @@ def _override_workers(data: Any, workers: int | None) -> None:
         data.replace_train_params(num_workers=workers, persistent_workers=False)
 
 
-def verify(model: str, data: str, *, steps: int, workers: int | None = None, seed: int = 0) -> int:
-    """Run the trainings and print the verdict; 0 when identical, 1 otherwise."""
-    epoch_length = _epoch_length(data, workers, seed)
+def verify(
+    model: str,
+    data: str,
+    *,
+    steps: int,
+    workers: int | None = None,
+    seed: int = 0,
+    model_args: str | None = None,
+    data_args: str | None = None,
+) -> int:
+    """Run the trainings and print the verdict; 0 when identical, 1 otherwise.
+
+    ``model`` and ``data`` name a class or factory (``module:Name``, ``file.py:Name``), called
+    with the keyword arguments of the JSON objects ``model_args`` and ``data_args``.
+    """
+    objects = {"model": model, "model_args": model_args, "data": data, "data_args": data_args}
+    epoch_length = _epoch_length(objects, workers, seed)
     every = max(2, steps // 4)
     kinds = stop_kinds(steps, every, epoch_length, random.Random(random.SystemRandom().random()))
     differences: dict[str, Difference] = {}
@@ -262,7 +292,7 @@ def verify(model: str, data: str, *, steps: int, workers: int | None = None, see
         root = Path(folder)
 
         def settings(name: str) -> dict[str, Any]:
-            return _child_settings(root / name, model, data, steps, workers, seed, every)
+            return _child_settings(root / name, objects, steps, workers, seed, every)
 
         print(f"training {model} on {data}: {steps} steps, {epoch_length} batches an epoch")
         stopped = {f"stopped-{number}": kind for number, kind in enumerate(kinds)}
@@ -316,10 +346,9 @@ class _SignalAt(Callback):
 
 def _child(settings: dict[str, Any]) -> None:
     from helios.trainer import Trainer
-    from helios.trainer._cli import load_class
 
-    model_class = load_class(settings["model"])
-    data = load_class(settings["data"])()
+    model = _build(settings, "model")
+    data = _build(settings, "data")
     stop_at = settings["stop_at"]
     workers = settings["workers"]
     if workers is not None:
@@ -330,7 +359,6 @@ def _child(settings: dict[str, Any]) -> None:
             _override_workers(data, workers)
 
         data.setup = setup
-    model: Model = model_class()
     callbacks = []
     if stop_at is not None:
         callbacks.append(_SignalAt(stop_at, signal.Signals[settings["stop_signal"]]))
