@@ -51,6 +51,7 @@ def test_every_example_file_is_tested_here() -> None:
 # ---- the resumable sampler in a loop of your own ------------------------------------------
 
 
+@pytest.mark.slow
 def test_raw_loop_resumes_exactly_after_a_crash_with_other_workers(tmp_path: Path) -> None:
     straight = run_example("raw_loop_sampler.py", "--dir", str(tmp_path / "a"))
     crashed = run_example(
@@ -107,6 +108,7 @@ def test_checkpoint_recovery_falls_back_and_refuses_code(
 # ---- ONNX export ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_export_example_writes_a_checked_file_and_reports_failures(tmp_path: Path) -> None:
     output = run_example("export_onnx.py", str(tmp_path))
     assert f"ONNX export: {tmp_path / 'net.onnx'}" in output
@@ -120,6 +122,7 @@ def test_export_example_writes_a_checked_file_and_reports_failures(tmp_path: Pat
 # ---- logging ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_metrics_example_reads_both_files_and_uses_its_own_logger(tmp_path: Path) -> None:
     output = run_example("read_metrics.py", str(tmp_path))
     assert "tensorboard: train/loss [4, 8, 12, 16]" in output

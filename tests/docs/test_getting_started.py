@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from docs_blocks import DOCS, code_blocks
 
@@ -30,6 +31,7 @@ def test_the_page_has_the_steps_of_the_tutorial() -> None:
         assert step in joined, step
 
 
+@pytest.mark.slow
 def test_every_python_block_runs_in_order(tmp_path: Path) -> None:
     blocks = [
         {"name": str(PAGE), "line": block.line, "source": block.source}

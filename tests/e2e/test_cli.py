@@ -76,6 +76,7 @@ def test_checkpoints_marks_a_corrupt_file_and_names_the_pick(run_dir: Path, tmp_
     assert f"resume would pick: {files[-2].name}" in result.stdout
 
 
+@pytest.mark.slow
 def test_export_writes_an_onnx_file_onnxruntime_runs(run_dir: Path, tmp_path: Path) -> None:
     checkpoint = sorted((run_dir / "checkpoints").glob("*.pt"))[-1]
     out = tmp_path / "net.onnx"
@@ -89,6 +90,7 @@ def test_export_writes_an_onnx_file_onnxruntime_runs(run_dir: Path, tmp_path: Pa
     assert logits.shape == (5, 2)
 
 
+@pytest.mark.slow
 def test_verify_resume_reports_identical_for_a_well_behaved_model() -> None:
     result = helios(
         "verify-resume",
@@ -97,12 +99,13 @@ def test_verify_resume_reports_identical_for_a_well_behaved_model() -> None:
         "--data",
         "verify_jobs:Blobs",
         "--steps",
-        "12",
+        "5",  # one epoch: three stops (mid-epoch, SIGKILL, at the last step), not four
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "resumable: identical" in result.stdout
 
 
+@pytest.mark.slow
 def test_verify_resume_names_the_tensor_of_an_unseeded_model() -> None:
     result = helios(
         "verify-resume",
@@ -111,7 +114,7 @@ def test_verify_resume_names_the_tensor_of_an_unseeded_model() -> None:
         "--data",
         "verify_jobs:Blobs",
         "--steps",
-        "12",
+        "5",  # one epoch: three stops (mid-epoch, SIGKILL, at the last step), not four
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "resumable: NO" in result.stdout
@@ -163,6 +166,7 @@ def test_bad_input_is_one_clear_line(args: list[str], message: str) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_corrupt_checkpoint_given_to_export_is_one_clear_line(tmp_path: Path) -> None:
     bad = tmp_path / "checkpoints" / "step-00000001.pt"
     bad.parent.mkdir()

@@ -1,6 +1,6 @@
 """The README's main command: the digits example trains, tests and exports.
 
-Run again, it does not start over.
+With ``--fresh`` it deletes the run folder first; run again, it does not start over.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "digits.py"
 
@@ -25,9 +27,19 @@ def run_example(run_dir: Path, *extra: str) -> str:
     return completed.stdout + completed.stderr
 
 
-def test_digits_trains_to_90_percent_then_reports_the_run_complete(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_digits_starts_fresh_trains_to_90_percent_then_reports_the_run_complete(
+    tmp_path: Path,
+) -> None:
     run_dir = tmp_path / "digits"
-    first = run_example(run_dir)
+    # Left from an earlier run: a checkpoint no plain run gets past ("none usable"), so the
+    # first run only trains because --fresh deleted the folder first.
+    (run_dir / "checkpoints").mkdir(parents=True)
+    stale = run_dir / "checkpoints" / "step-00000999.pt"
+    stale.write_bytes(b"an unusable checkpoint of an earlier run")
+    first = run_example(run_dir, "--fresh")
+    assert not stale.exists()
+    assert "already complete" not in first
     accuracy = float(re.search(r"test accuracy: ([0-9.]+)", first).group(1))  # type: ignore[union-attr]
     assert accuracy >= 0.90
     assert (run_dir / "onnx" / "Classifier.onnx").stat().st_size > 0
@@ -41,6 +53,3 @@ def test_digits_trains_to_90_percent_then_reports_the_run_complete(tmp_path: Pat
     assert re.search(r"test accuracy: ([0-9.]+)", second).group(1) == str(  # type: ignore[union-attr]
         re.search(r"test accuracy: ([0-9.]+)", first).group(1)  # type: ignore[union-attr]
     )
-
-    fresh = run_example(run_dir, "--fresh")
-    assert "already complete" not in fresh

@@ -134,6 +134,7 @@ def train(rank: int, port: int, root: str) -> None:
         context.close()
 
 
+@pytest.mark.slow
 def test_two_ranks_only_rank_0_writes_and_rank_1_keeps_its_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

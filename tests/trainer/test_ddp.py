@@ -24,6 +24,8 @@ CASES: dict[str, dict[str, Any]] = {
 }
 STOP_AT = {"iteration": 8, "epoch": 9}
 
+pytestmark = pytest.mark.slow  # each test launches 2 ranks twice
+
 
 def settings(run_dir: Path, unit: str, **extra: Any) -> dict[str, Any]:
     return {
@@ -61,7 +63,7 @@ def test_exception_on_rank_1_then_resume_is_identical(
     for info in store.list():
         store.verify(info)  # earlier checkpoints are intact
     assert final_checkpoint(tmp_path)["training_state"]["step"] < stop
-    run_script("toy_training.py", settings(tmp_path, unit))
+    run(settings(tmp_path, unit))  # launched from here: the ranks are fresh processes all the same
     assert_same_training(straight[unit], tmp_path)
 
 
@@ -76,5 +78,5 @@ def test_sigterm_then_resume_is_identical(
         expect=RESUMABLE_EXIT_CODE,
     )
     assert final_checkpoint(tmp_path)["training_state"]["step"] == stop
-    run_script("toy_training.py", settings(tmp_path, unit))
+    run(settings(tmp_path, unit))  # launched from here: the ranks are fresh processes all the same
     assert_same_training(straight[unit], tmp_path)

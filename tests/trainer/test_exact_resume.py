@@ -49,6 +49,7 @@ def straight_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, i
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("unit", ["iteration", "epoch"])
 def test_exception_in_a_callback_then_resume_is_identical(
@@ -63,6 +64,7 @@ def test_exception_in_a_callback_then_resume_is_identical(
     assert_same_training(straight_runs[unit, workers], tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("unit", ["iteration", "epoch"])
 def test_sigterm_then_resume_is_identical(
