@@ -76,8 +76,14 @@ class DataLoaderParams:
     sampler: str = "ResumableSampler"
     seed_batches: bool | None = None
 
-    def __post_init__(self) -> None:  # noqa: PLR0912 (one check per field)
+    def __post_init__(self) -> None:
         """Check every field; raise :class:`ConfigurationError` on the first bad one."""
+        self._check_values()
+        self._check_worker_settings()
+        self._check_callables()
+
+    def _check_values(self) -> None:
+        """Each field on its own: types and ranges."""
         if not _is_int(self.batch_size) or self.batch_size < 1:
             raise ConfigurationError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
         if not _is_int(self.num_workers) or self.num_workers < 0:
@@ -90,6 +96,24 @@ class DataLoaderParams:
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ConfigurationError(f"{name} must be a bool, got {value!r}")
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= _MAX_SEED):
+            raise ConfigurationError(
+                f"seed must be None or an int in [0, 2**64 - 1], got {self.seed!r}"
+            )
+        if (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, int | float)
+            or self.timeout < 0
+        ):
+            raise ConfigurationError(f"timeout must be a number >= 0, got {self.timeout!r}")
+        if self.multiprocessing_context not in (None, *_CONTEXTS):
+            raise ConfigurationError(
+                f"multiprocessing_context must be None or one of {_CONTEXTS}, "
+                f"got {self.multiprocessing_context!r}"
+            )
+
+    def _check_worker_settings(self) -> None:
+        """Settings that only mean something with worker processes."""
         if self.prefetch_factor is not None:
             if not _is_int(self.prefetch_factor) or self.prefetch_factor < 1:
                 raise ConfigurationError(
@@ -105,28 +129,16 @@ class DataLoaderParams:
                 "persistent_workers=True needs worker processes, but num_workers=0; "
                 "set num_workers > 0 or persistent_workers=False"
             )
-        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= _MAX_SEED):
-            raise ConfigurationError(
-                f"seed must be None or an int in [0, 2**64 - 1], got {self.seed!r}"
-            )
-        if (
-            isinstance(self.timeout, bool)
-            or not isinstance(self.timeout, int | float)
-            or self.timeout < 0
-        ):
-            raise ConfigurationError(f"timeout must be a number >= 0, got {self.timeout!r}")
         if self.timeout > 0 and self.num_workers == 0:
             raise ConfigurationError(
                 f"timeout={self.timeout} applies to worker processes, but num_workers=0"
             )
+
+    def _check_callables(self) -> None:
+        """The worker initialiser, the collate function and the sampler name."""
         if self.worker_init_fn is not None and not callable(self.worker_init_fn):
             raise ConfigurationError(
                 f"worker_init_fn must be callable or None, got {self.worker_init_fn!r}"
-            )
-        if self.multiprocessing_context not in (None, *_CONTEXTS):
-            raise ConfigurationError(
-                f"multiprocessing_context must be None or one of {_CONTEXTS}, "
-                f"got {self.multiprocessing_context!r}"
             )
         if isinstance(self.collate_fn, str):
             COLLATE_REGISTRY.get(self.collate_fn)

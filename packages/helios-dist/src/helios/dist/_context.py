@@ -131,6 +131,21 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
+def _checked_backend(backend: str, timeout: timedelta) -> str:
+    """The backend asked for (``auto`` may be set by :func:`helios.dist.spawn`), checked."""
+    if not isinstance(timeout, timedelta) or timeout <= timedelta(0):
+        raise ConfigurationError(f"timeout must be a positive timedelta, got {timeout!r}")
+    if backend not in _BACKENDS:
+        raise ConfigurationError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    if backend == "auto" and os.environ.get(BACKEND_VARIABLE):
+        backend = os.environ[BACKEND_VARIABLE]
+        if backend not in _BACKENDS:
+            raise ConfigurationError(
+                f"environment variable {BACKEND_VARIABLE}={backend!r} must be one of {_BACKENDS}"
+            )
+    return backend
+
+
 class TorchDistributed:
     """The process group a training process belongs to, and the collectives the trainer needs.
 
@@ -178,7 +193,7 @@ class TorchDistributed:
     # ---- construction ------------------------------------------------------------------------
 
     @classmethod
-    def from_environment(  # noqa: PLR0912 (one branch per launcher and backend)
+    def from_environment(
         cls,
         backend: str = "auto",
         timeout: timedelta = _DEFAULT_TIMEOUT,
@@ -206,41 +221,10 @@ class TorchDistributed:
                 for the local rank, or inconsistent launcher variables.
             CollectiveError: the rendezvous with the other ranks failed or timed out.
         """
-        if not isinstance(timeout, timedelta) or timeout <= timedelta(0):
-            raise ConfigurationError(f"timeout must be a positive timedelta, got {timeout!r}")
-        if backend not in _BACKENDS:
-            raise ConfigurationError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-        if backend == "auto" and os.environ.get(BACKEND_VARIABLE):
-            backend = os.environ[BACKEND_VARIABLE]
-            if backend not in _BACKENDS:
-                raise ConfigurationError(
-                    f"environment variable {BACKEND_VARIABLE}={backend!r} must be one of "
-                    f"{_BACKENDS}"
-                )
+        backend = _checked_backend(backend, timeout)
         launch = detect_launcher()
-
         if dist.is_available() and dist.is_initialized():
-            launch = LaunchInfo(
-                kind=launch.kind,
-                rank=dist.get_rank(),
-                world_size=dist.get_world_size(),
-                local_rank=launch.local_rank,
-                local_world_size=min(launch.local_world_size, dist.get_world_size()),
-                node_rank=launch.node_rank,
-                master_addr=launch.master_addr,
-                master_port=launch.master_port,
-            )
-            resolved = _resolve_device(device, launch)
-            if resolved.type == "cuda":
-                torch.cuda.set_device(resolved)
-            return cls(
-                launch,
-                device=resolved,
-                backend=str(dist.get_backend()),
-                timeout=timeout,
-                owns_group=False,
-            )
-
+            return cls._adopt(launch, device, timeout)
         resolved = _resolve_device(device, launch)
         chosen = _resolve_backend(backend, resolved)
         if resolved.type == "cuda":
@@ -252,7 +236,39 @@ class TorchDistributed:
                 f"the launcher asks for {launch.world_size} processes, but this torch was built "
                 "without torch.distributed"
             )
+        return cls._start_group(launch, resolved, chosen, timeout)
 
+    @classmethod
+    def _adopt(
+        cls, launch: LaunchInfo, device: str | torch.device | None, timeout: timedelta
+    ) -> TorchDistributed:
+        """A context over the process group the caller already started (and will destroy)."""
+        launch = LaunchInfo(
+            kind=launch.kind,
+            rank=dist.get_rank(),
+            world_size=dist.get_world_size(),
+            local_rank=launch.local_rank,
+            local_world_size=min(launch.local_world_size, dist.get_world_size()),
+            node_rank=launch.node_rank,
+            master_addr=launch.master_addr,
+            master_port=launch.master_port,
+        )
+        resolved = _resolve_device(device, launch)
+        if resolved.type == "cuda":
+            torch.cuda.set_device(resolved)
+        return cls(
+            launch,
+            device=resolved,
+            backend=str(dist.get_backend()),
+            timeout=timeout,
+            owns_group=False,
+        )
+
+    @classmethod
+    def _start_group(
+        cls, launch: LaunchInfo, resolved: torch.device, chosen: str, timeout: timedelta
+    ) -> TorchDistributed:
+        """Start the process group the launcher describes, and own it."""
         if launch.kind == "slurm":
             init_method = f"tcp://{launch.master_addr}:{launch.master_port}"
             extra: dict[str, Any] = {"rank": launch.rank, "world_size": launch.world_size}
