@@ -15,9 +15,7 @@ import os
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
-
-import torch
+from typing import Any, Literal
 
 from helios.core import (
     CheckpointStore,
@@ -26,13 +24,14 @@ from helios.core import (
     DistributedContext,
     MetricLogger,
     Model,
-    check_model_initialised,
     seed_everything,
 )
 from helios.trainer import _checkpoint, _launch, _lock, _seams, _wiring
 from helios.trainer._callbacks import Callback, Callbacks, default_callbacks
 from helios.trainer._evaluate import evaluate
 from helios.trainer._fit import FitResult
+from helios.trainer._inputs import check_model
+from helios.trainer._predict import run_predict
 from helios.trainer._settings import (
     DEFAULT_KEEP_CHECKPOINTS,
     DEFAULT_TIMEOUT,
@@ -207,7 +206,7 @@ class Trainer:
             SystemExit: with status 75 after a stop signal, when ``exit_on_signal`` is set.
         """
         settings = self.settings
-        _check_model(model, datamodule)
+        check_model(model, datamodule)
         nprocs = _launch.process_count(settings)
         # Named GPUs are made the visible ones in fresh processes, so even one id is spawned.
         launched = settings.distributed is not None or _wiring.launched_externally()
@@ -248,7 +247,7 @@ class Trainer:
             CheckpointError: there is no checkpoint to test.
         """
         settings = self.settings
-        _check_model(model, datamodule)
+        check_model(model, datamodule)
         context = settings.distributed or _wiring.build_context(
             settings.backend, settings.timeout, _launch.device_kind(settings)
         )
@@ -307,6 +306,34 @@ class Trainer:
         )
         return dict(model.test_metrics)
 
+    def predict(
+        self,
+        model: Model,
+        datamodule: DataSource,
+        checkpoint: Literal["best", "last"] | str | os.PathLike[str] | None = "best",
+    ) -> list[Any]:
+        """Run ``model.predict_step`` over the prediction data (``DataModule.add_predict``).
+
+        Runs in this process, as :meth:`test` (no processes are spawned): under ``torchrun``
+        or with ``distributed=`` each rank predicts its shard and every rank gets all outputs.
+        See the inference guide.
+
+        Args:
+            model: the model; with a ``checkpoint`` its ``setup`` is called and the weights are
+                loaded, with ``None`` it is used as it is (``setup`` is called only when it has
+                no networks yet) and nothing under ``run_dir`` is read or written.
+            datamodule: the data; its ``predict_dataloader()`` is used.
+            checkpoint: ``"best"``, ``"last"``, a checkpoint path (as for :meth:`test`) or
+                ``None``.
+
+        Returns:
+            On every rank, on the CPU: the outputs of ``predict_step`` in dataset order, cut in
+            batches of the prediction loader's batch size, so ``torch.cat`` of the list gives one
+            row per sample, in order, whatever the number of processes.
+        """
+        check_model(model, datamodule)
+        return run_predict(self.settings, model, datamodule, checkpoint)
+
     def export(
         self,
         model: Model,
@@ -332,7 +359,7 @@ class Trainer:
         Raises:
             ConfigurationError: the model names nothing to export.
         """
-        _check_model(model, None)
+        check_model(model, None)
         settings = self.settings
         # A checkpoint on read-only storage exports (to a writable --out) without the lock.
         with _lock.lock_run_folder(settings.run_dir, "export", writable=path is None):
@@ -352,27 +379,3 @@ class Trainer:
             return _wiring.export_target(
                 target, out, opset=opset, metadata=_checkpoint.provenance(info, saved)
             )
-
-
-def _check_model(model: object, datamodule: object) -> None:
-    for name, given in (("model", model), ("datamodule", datamodule)):
-        if isinstance(given, type):
-            raise ConfigurationError(
-                f"{name} must be an instance, got the class {given.__name__}; expected "
-                f"{given.__name__}() (with its arguments)"
-            )
-    if not isinstance(model, Model):
-        raise ConfigurationError(f"model must be a helios.core.Model, got {type(model).__name__}")
-    check_model_initialised(model)
-    if isinstance(datamodule, torch.utils.data.DataLoader | torch.utils.data.Dataset):
-        kind = "DataLoader" if isinstance(datamodule, torch.utils.data.DataLoader) else "Dataset"
-        raise ConfigurationError(
-            f"datamodule is a torch {kind}; the trainer needs a helios.data.DataModule, which "
-            "builds the loaders itself so it can resume them exactly. Wrap your dataset:\n"
-            "    class Data(DataModule):\n"
-            "        def setup(self): self.add_train(train_set, DataLoaderParams(batch_size=64))"
-        )
-    if datamodule is not None and not isinstance(datamodule, DataSource):
-        raise ConfigurationError(
-            f"datamodule must implement helios.core.DataSource, got {type(datamodule).__name__}"
-        )
