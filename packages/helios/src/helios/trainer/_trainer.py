@@ -28,6 +28,7 @@ from helios.core import (
 )
 from helios.trainer import _checkpoint, _launch, _lock, _seams, _wiring
 from helios.trainer._callbacks import Callback, Callbacks, default_callbacks
+from helios.trainer._dry_run import dry_fit
 from helios.trainer._evaluate import evaluate
 from helios.trainer._fit import FitResult
 from helios.trainer._inputs import check_model
@@ -118,6 +119,10 @@ class Trainer:
             ``timeout``.
         callbacks: :class:`~helios.trainer.Callback` objects, called after the model's hooks
             of the same name, in this order; stateful ones are checkpointed.
+        dry_run: try the job: ``fit`` trains this many optimizer steps, validates and tests (when
+            there is test data) through every hook and callback, in a temporary folder that is
+            then deleted: nothing is written to ``run_dir``, and a later real run starts from
+            step 0. (``Model.should_training_stop`` instead ends the run for good.)
 
     Raises:
         ConfigurationError: an argument has a value the trainer cannot work with, or two
@@ -153,6 +158,7 @@ class Trainer:
         metric_logger: MetricLogger | MetricLoggerFactory | None = None,
         distributed: DistributedContext | None = None,
         callbacks: Sequence[Callback] = (),
+        dry_run: int | None = None,
     ) -> None:
         """Validate and keep the settings; nothing starts until :meth:`fit` or :meth:`test`."""
         self.settings = Settings.of_run_dir(
@@ -182,6 +188,7 @@ class Trainer:
             metric_logger=metric_logger,
             distributed=distributed,
             callbacks=tuple(callbacks),
+            dry_run=dry_run,
         )
         # refused now rather than in fit: a bad callback, a duplicate state_key, a conflict
         Callbacks(
@@ -207,6 +214,8 @@ class Trainer:
         """
         settings = self.settings
         check_model(model, datamodule)
+        if settings.dry_run is not None:
+            return dry_fit(self, model, datamodule)
         nprocs = _launch.process_count(settings)
         # Named GPUs are made the visible ones in fresh processes, so even one id is spawned.
         launched = settings.distributed is not None or _wiring.launched_externally()
@@ -229,7 +238,7 @@ class Trainer:
         self,
         model: Model,
         datamodule: DataSource,
-        checkpoint: Literal["best", "last"] | str | os.PathLike[str] = "best",
+        checkpoint: Literal["best", "last"] | str | os.PathLike[str] | None = "best",
     ) -> dict[str, float]:
         """Evaluate ``model`` on the test data with the weights of a checkpoint of this run.
 
@@ -237,7 +246,7 @@ class Trainer:
             model: a fresh model (its ``setup`` is called here).
             datamodule: the data; its test loader is used.
             checkpoint: ``"best"`` (by ``Model.monitor``; the last one when there is no best),
-                ``"last"``, or a checkpoint path.
+                ``"last"``, a checkpoint path, or ``None``: ``model`` as it is (no ``setup``).
 
         Returns:
             The test metrics, averaged over batches and processes (also in
@@ -271,19 +280,21 @@ class Trainer:
         data: DataSource,
         context: DistributedContext,
         logger: logging.Logger,
-        checkpoint: str | os.PathLike[str],
+        checkpoint: str | os.PathLike[str] | None,
     ) -> dict[str, float]:
         settings = self.settings
         seed_everything(settings.seed)
         data.configure(rank=context.rank, world_size=context.world_size, seed=settings.seed)
         data.setup()
-        model.setup()
-        with _seams.checkpoint_store(settings, model) as store:
-            info = _checkpoint.find_checkpoint(store, checkpoint, settings.run_dir)
-            saved = _checkpoint.load(store, info.path, map_location=context.device)
-        model.load_state_dict(_checkpoint.model_state(saved, info.path))
+        name, step = "the model in memory", -1
+        if checkpoint is not None:
+            model.setup()
+            with _seams.checkpoint_store(settings, model) as store:
+                info = _checkpoint.find_checkpoint(store, checkpoint, settings.run_dir)
+                saved = _checkpoint.load(store, info.path, map_location=context.device)
+            model.load_state_dict(_checkpoint.model_state(saved, info.path))
+            name, step = info.path.name, _checkpoint.training_state(saved).step
         model.to(context.device)
-        step = _checkpoint.training_state(saved).step
         loader = data.test_dataloader()
         if loader is None:
             raise ConfigurationError(f"{type(data).__name__} has no test data")
@@ -300,7 +311,7 @@ class Trainer:
         model.on_testing_end()
         logger.info(
             "tested %s at step %d: %s",
-            info.path.name,
+            name,
             step,
             ", ".join(f"{k}={v:.4f}" for k, v in sorted(model.test_metrics.items())),
         )
