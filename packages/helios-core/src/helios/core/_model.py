@@ -185,7 +185,11 @@ class Model(abc.ABC):
         """Called after the prediction pass of :meth:`Trainer.predict`."""
 
     def should_training_stop(self) -> bool:
-        """Return ``True`` to end training after the current step (a checkpoint is written)."""
+        """Return ``True`` to end training after the current step (a checkpoint is written).
+
+        The run is then complete: ``fit`` again on its folder trains nothing. To try a few
+        steps without a trace in the run folder, use the trainer's ``dry_run`` setting.
+        """
         return False
 
     def have_metrics_improved(self) -> bool:
