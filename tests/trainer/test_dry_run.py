@@ -107,3 +107,13 @@ def test_real_run_after_a_dry_run_starts_from_step_0(tmp_path: Path) -> None:
 def test_dry_run_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="dry_run must be a positive int or None"):
         trainer(tmp_path, dry_run=0)
+
+
+@pytest.mark.slow
+def test_dry_run_with_two_spawned_ranks_leaves_nothing(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = Trainer(
+        run_dir, unit="epoch", total=2, devices=2, backend="gloo", progress=False, dry_run=2
+    ).fit(Linear(), Points(batch_size=16, with_test=True))
+    assert result.steps_trained == 2 and result.checkpoint is None
+    assert not run_dir.exists()

@@ -140,3 +140,13 @@ def test_add_predict_refuses_drop_last() -> None:
     data = PredictData()
     with pytest.raises(ConfigurationError, match="drop_last=False"):
         data.add_predict(TensorDataset(inputs()), DataLoaderParams(batch_size=4, drop_last=True))
+
+
+def test_in_memory_model_without_networks_is_set_up(tmp_path: Path) -> None:
+    outputs = Trainer(tmp_path / "absent", total=1, devices="cpu", progress=False).predict(
+        Regressor(), PredictData(batch_size=4), checkpoint=None
+    )
+    reference = Regressor()
+    reference.setup()  # seeded: the same weights predict's setup() made
+    assert torch.equal(torch.cat(outputs), expected(reference))
+    assert not (tmp_path / "absent").exists()
