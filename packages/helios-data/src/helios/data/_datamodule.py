@@ -120,10 +120,10 @@ class DataModule(abc.ABC):
     each training sampler it builds: reading :attr:`epoch` or :attr:`consumed` reads it, and
     nothing copies it.
 
-    Validation and test loaders read their dataset in order, sharded over the ranks *without
-    padding*: rank ``r`` of ``W`` reads samples ``r, r + W, ...``, so every sample is evaluated
-    exactly once and ranks differ by at most one sample (hence at most one batch). Reduce metrics
-    by sums and counts, not by per-batch collectives.
+    Validation, test and prediction loaders read their dataset in order, sharded over the ranks
+    *without padding*: rank ``r`` of ``W`` reads samples ``r, r + W, ...``, so every sample is
+    evaluated exactly once and ranks differ by at most one sample (hence at most one batch).
+    Reduce metrics by sums and counts, not by per-batch collectives.
     """
 
     def __init__(self) -> None:

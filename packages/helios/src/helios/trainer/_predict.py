@@ -44,7 +44,9 @@ def run_predict(
         with _lock.hold_run_folder(settings.run_dir, "predict", context):
             logger = _wiring.start_logging(settings.run_dir, context)
             try:
-                return _predict(settings, model, data, context, checkpoint)
+                outputs = _predict(settings, model, data, context, checkpoint)
+                logger.info("predicted %d batch(es) with checkpoint %s", len(outputs), checkpoint)
+                return outputs
             except BaseException:
                 logger.exception("prediction failed on rank %d", context.rank)
                 raise
