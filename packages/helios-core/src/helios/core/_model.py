@@ -115,6 +115,21 @@ class Model(abc.ABC):
         """Evaluate one test batch; its metrics, weighted by batch size, form ``test_metrics``."""
         return None
 
+    def predict_step(self, batch: Any, index: int) -> Any:
+        """Predict one batch for :meth:`Trainer.predict <helios.trainer.Trainer.predict>`.
+
+        Return a tensor whose first dimension is the batch's samples (or a tuple, list or dict
+        of such tensors). The default raises: override it to use ``predict``.
+
+        Raises:
+            ConfigurationError: always, unless overridden.
+        """
+        raise ConfigurationError(
+            f"{type(self).__name__}.predict_step is not defined: override "
+            "predict_step(self, batch, index) to return the batch's predictions (a tensor with "
+            "one row per sample) to use Trainer.predict"
+        )
+
     def export_target(self) -> ExportTarget | None:
         """The network to export to ONNX and an example input (``None``: nothing to export)."""
         return None
@@ -163,8 +178,18 @@ class Model(abc.ABC):
     def on_testing_end(self) -> None:
         """Called after the test pass; ``test_metrics`` holds its results."""
 
+    def on_predict_start(self) -> None:
+        """Called before the prediction pass of :meth:`Trainer.predict`."""
+
+    def on_predict_end(self) -> None:
+        """Called after the prediction pass of :meth:`Trainer.predict`."""
+
     def should_training_stop(self) -> bool:
-        """Return ``True`` to end training after the current step (a checkpoint is written)."""
+        """Return ``True`` to end training after the current step (a checkpoint is written).
+
+        The run is then complete: ``fit`` again on its folder trains nothing. To try a few
+        steps without a trace in the run folder, use the trainer's ``dry_run`` setting.
+        """
         return False
 
     def have_metrics_improved(self) -> bool:

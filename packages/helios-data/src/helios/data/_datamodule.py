@@ -85,6 +85,8 @@ _INIT_ATTRIBUTES: Final = frozenset(
         "_train_loader",
         "_valid_loader",
         "_test_loader",
+        "_predict",
+        "_predict_loader",
         "_restored_dataset_size",
         "_setup_depth",
     }
@@ -118,10 +120,10 @@ class DataModule(abc.ABC):
     each training sampler it builds: reading :attr:`epoch` or :attr:`consumed` reads it, and
     nothing copies it.
 
-    Validation and test loaders read their dataset in order, sharded over the ranks *without
-    padding*: rank ``r`` of ``W`` reads samples ``r, r + W, ...``, so every sample is evaluated
-    exactly once and ranks differ by at most one sample (hence at most one batch). Reduce metrics
-    by sums and counts, not by per-batch collectives.
+    Validation, test and prediction loaders read their dataset in order, sharded over the ranks
+    *without padding*: rank ``r`` of ``W`` reads samples ``r, r + W, ...``, so every sample is
+    evaluated exactly once and ranks differ by at most one sample (hence at most one batch).
+    Reduce metrics by sums and counts, not by per-batch collectives.
     """
 
     def __init__(self) -> None:
@@ -129,6 +131,7 @@ class DataModule(abc.ABC):
         self._phases: list[TrainingPhase] = []
         self._valid: tuple[Dataset[Any], DataLoaderParams] | None = None
         self._test: tuple[Dataset[Any], DataLoaderParams] | None = None
+        self._predict: tuple[Dataset[Any], DataLoaderParams] | None = None
         self._rank = 0
         self._world_size = 1
         self._seed = 0
@@ -138,6 +141,7 @@ class DataModule(abc.ABC):
         self._train_loader: ResumableDataLoader[Any] | None = None
         self._valid_loader: DataLoader[Any] | None = None
         self._test_loader: DataLoader[Any] | None = None
+        self._predict_loader: DataLoader[Any] | None = None
         self._restored_dataset_size: int | None = None
         self._setup_depth = 0
 
@@ -183,7 +187,11 @@ class DataModule(abc.ABC):
 
     @abc.abstractmethod
     def setup(self) -> None:
-        """Create the datasets and add each with ``add_train``, ``add_valid`` or ``add_test``."""
+        """Create the datasets and add them.
+
+        One call of ``add_train`` (or several, one per phase), ``add_valid``, ``add_test`` and
+        ``add_predict`` (for ``Trainer.predict``) per dataset.
+        """
 
     def add_train(
         self,
@@ -234,6 +242,23 @@ class DataModule(abc.ABC):
         _dataset_size(dataset, "test")
         self._test = (dataset, self._check_params(params))
 
+    def add_predict(self, dataset: Dataset[Any], params: DataLoaderParams | None = None) -> None:
+        """Add the dataset of :meth:`Trainer.predict` (read in order, sharded without padding).
+
+        Raises:
+            ConfigurationError: a prediction dataset was already added, or a bad argument
+                (``drop_last`` would leave samples without a prediction).
+        """
+        if self._predict is not None:
+            raise ConfigurationError("add_predict was already called in this setup; call it once")
+        _dataset_size(dataset, "prediction")
+        params = self._check_params(params)
+        if params.drop_last:
+            raise ConfigurationError(
+                "add_predict needs drop_last=False: every sample gets a prediction"
+            )
+        self._predict = (dataset, params)
+
     @staticmethod
     def _check_params(params: DataLoaderParams | None) -> DataLoaderParams:
         if params is None:
@@ -246,7 +271,7 @@ class DataModule(abc.ABC):
 
     def _clear_datasets(self) -> None:
         self._phases = []
-        self._valid = self._test = None
+        self._valid = self._test = self._predict = None
         self._drop_loaders()
 
     # --- what the trainer calls ---------------------------------------------------------------
@@ -414,6 +439,18 @@ class DataModule(abc.ABC):
             self._test_loader = self._evaluation_loader(*self._test)
         return self._test_loader
 
+    def predict_dataloader(self) -> DataLoader[Any] | None:
+        """The prediction batches of this rank, in order; ``None`` without prediction data.
+
+        Its ``batch_sampler`` yields ``(seed, dataset indices)`` per batch, which
+        ``Trainer.predict`` uses to put every rank's outputs back in dataset order.
+        """
+        if self._predict is None:
+            return None
+        if self._predict_loader is None:
+            self._predict_loader = self._evaluation_loader(*self._predict)
+        return self._predict_loader
+
     def _evaluation_loader(
         self, dataset: Dataset[Any], params: DataLoaderParams
     ) -> DataLoader[Any]:
@@ -460,7 +497,7 @@ class DataModule(abc.ABC):
 
     def _drop_loaders(self) -> None:
         self._drop_train_loader()
-        self._valid_loader = self._test_loader = None
+        self._valid_loader = self._test_loader = self._predict_loader = None
 
     def _advance_phase(self) -> None:
         """Hand over to the next phase(s) whose predecessor has run its ``epochs``."""

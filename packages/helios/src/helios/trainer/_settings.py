@@ -112,6 +112,7 @@ class Settings:
     metric_logger: MetricLogger | MetricLoggerFactory | None
     distributed: DistributedContext | None
     callbacks: tuple[Any, ...] = ()
+    dry_run: int | None = None
 
     def __post_init__(self) -> None:
         """Check every value, then the combinations."""
@@ -147,6 +148,7 @@ class Settings:
         _positive("accumulate", self.accumulate)
         _positive("early_stop_patience", self.early_stop_patience, allow_none=True)
         _positive("keep_checkpoints", self.keep_checkpoints, allow_none=True)
+        _positive("dry_run", self.dry_run, allow_none=True)
         keep_best = self.keep_best
         if keep_best is not None and (isinstance(keep_best, bool) or keep_best < 0):
             raise ConfigurationError(f"keep_best must be >= 0 or None, got {keep_best!r}")

@@ -15,9 +15,7 @@ import os
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
-
-import torch
+from typing import Any, Literal
 
 from helios.core import (
     CheckpointStore,
@@ -26,13 +24,15 @@ from helios.core import (
     DistributedContext,
     MetricLogger,
     Model,
-    check_model_initialised,
     seed_everything,
 )
 from helios.trainer import _checkpoint, _launch, _lock, _seams, _wiring
 from helios.trainer._callbacks import Callback, Callbacks, default_callbacks
+from helios.trainer._dry_run import dry_fit
 from helios.trainer._evaluate import evaluate
 from helios.trainer._fit import FitResult
+from helios.trainer._inputs import check_model
+from helios.trainer._predict import run_predict
 from helios.trainer._settings import (
     DEFAULT_KEEP_CHECKPOINTS,
     DEFAULT_TIMEOUT,
@@ -119,6 +119,10 @@ class Trainer:
             ``timeout``.
         callbacks: :class:`~helios.trainer.Callback` objects, called after the model's hooks
             of the same name, in this order; stateful ones are checkpointed.
+        dry_run: try the job: ``fit`` trains this many optimizer steps, validates and tests (when
+            there is test data) through every hook and callback, in a temporary folder that is
+            then deleted: nothing is written to ``run_dir``, and a later real run starts from
+            step 0. (``Model.should_training_stop`` instead ends the run for good.)
 
     Raises:
         ConfigurationError: an argument has a value the trainer cannot work with, or two
@@ -154,6 +158,7 @@ class Trainer:
         metric_logger: MetricLogger | MetricLoggerFactory | None = None,
         distributed: DistributedContext | None = None,
         callbacks: Sequence[Callback] = (),
+        dry_run: int | None = None,
     ) -> None:
         """Validate and keep the settings; nothing starts until :meth:`fit` or :meth:`test`."""
         self.settings = Settings.of_run_dir(
@@ -183,6 +188,7 @@ class Trainer:
             metric_logger=metric_logger,
             distributed=distributed,
             callbacks=tuple(callbacks),
+            dry_run=dry_run,
         )
         # refused now rather than in fit: a bad callback, a duplicate state_key, a conflict
         Callbacks(
@@ -207,7 +213,9 @@ class Trainer:
             SystemExit: with status 75 after a stop signal, when ``exit_on_signal`` is set.
         """
         settings = self.settings
-        _check_model(model, datamodule)
+        check_model(model, datamodule)
+        if settings.dry_run is not None:
+            return dry_fit(self, model, datamodule)
         nprocs = _launch.process_count(settings)
         # Named GPUs are made the visible ones in fresh processes, so even one id is spawned.
         launched = settings.distributed is not None or _wiring.launched_externally()
@@ -230,7 +238,7 @@ class Trainer:
         self,
         model: Model,
         datamodule: DataSource,
-        checkpoint: Literal["best", "last"] | str | os.PathLike[str] = "best",
+        checkpoint: Literal["best", "last"] | str | os.PathLike[str] | None = "best",
     ) -> dict[str, float]:
         """Evaluate ``model`` on the test data with the weights of a checkpoint of this run.
 
@@ -238,7 +246,7 @@ class Trainer:
             model: a fresh model (its ``setup`` is called here).
             datamodule: the data; its test loader is used.
             checkpoint: ``"best"`` (by ``Model.monitor``; the last one when there is no best),
-                ``"last"``, or a checkpoint path.
+                ``"last"``, a checkpoint path, or ``None``: ``model`` as it is (no ``setup``).
 
         Returns:
             The test metrics, averaged over batches and processes (also in
@@ -248,7 +256,7 @@ class Trainer:
             CheckpointError: there is no checkpoint to test.
         """
         settings = self.settings
-        _check_model(model, datamodule)
+        check_model(model, datamodule)
         context = settings.distributed or _wiring.build_context(
             settings.backend, settings.timeout, _launch.device_kind(settings)
         )
@@ -272,19 +280,21 @@ class Trainer:
         data: DataSource,
         context: DistributedContext,
         logger: logging.Logger,
-        checkpoint: str | os.PathLike[str],
+        checkpoint: str | os.PathLike[str] | None,
     ) -> dict[str, float]:
         settings = self.settings
         seed_everything(settings.seed)
         data.configure(rank=context.rank, world_size=context.world_size, seed=settings.seed)
         data.setup()
-        model.setup()
-        with _seams.checkpoint_store(settings, model) as store:
-            info = _checkpoint.find_checkpoint(store, checkpoint, settings.run_dir)
-            saved = _checkpoint.load(store, info.path, map_location=context.device)
-        model.load_state_dict(_checkpoint.model_state(saved, info.path))
+        name, step = "the model in memory", -1
+        if checkpoint is not None:
+            model.setup()
+            with _seams.checkpoint_store(settings, model) as store:
+                info = _checkpoint.find_checkpoint(store, checkpoint, settings.run_dir)
+                saved = _checkpoint.load(store, info.path, map_location=context.device)
+            model.load_state_dict(_checkpoint.model_state(saved, info.path))
+            name, step = info.path.name, _checkpoint.training_state(saved).step
         model.to(context.device)
-        step = _checkpoint.training_state(saved).step
         loader = data.test_dataloader()
         if loader is None:
             raise ConfigurationError(f"{type(data).__name__} has no test data")
@@ -301,11 +311,39 @@ class Trainer:
         model.on_testing_end()
         logger.info(
             "tested %s at step %d: %s",
-            info.path.name,
+            name,
             step,
             ", ".join(f"{k}={v:.4f}" for k, v in sorted(model.test_metrics.items())),
         )
         return dict(model.test_metrics)
+
+    def predict(
+        self,
+        model: Model,
+        datamodule: DataSource,
+        checkpoint: Literal["best", "last"] | str | os.PathLike[str] | None = "best",
+    ) -> list[Any]:
+        """Run ``model.predict_step`` over the prediction data (``DataModule.add_predict``).
+
+        Runs in this process, as :meth:`test` (no processes are spawned): under ``torchrun``
+        or with ``distributed=`` each rank predicts its shard and every rank gets all outputs.
+        See the inference guide.
+
+        Args:
+            model: the model; with a ``checkpoint`` its ``setup`` is called and the weights are
+                loaded, with ``None`` it is used as it is (``setup`` is called only when it has
+                no networks yet) and nothing under ``run_dir`` is read or written.
+            datamodule: the data; its ``predict_dataloader()`` is used.
+            checkpoint: ``"best"``, ``"last"``, a checkpoint path (as for :meth:`test`) or
+                ``None``.
+
+        Returns:
+            On every rank, on the CPU: the outputs of ``predict_step`` in dataset order, cut in
+            batches of the prediction loader's batch size, so ``torch.cat`` of the list gives one
+            row per sample, in order, whatever the number of processes.
+        """
+        check_model(model, datamodule)
+        return run_predict(self.settings, model, datamodule, checkpoint)
 
     def export(
         self,
@@ -332,7 +370,7 @@ class Trainer:
         Raises:
             ConfigurationError: the model names nothing to export.
         """
-        _check_model(model, None)
+        check_model(model, None)
         settings = self.settings
         # A checkpoint on read-only storage exports (to a writable --out) without the lock.
         with _lock.lock_run_folder(settings.run_dir, "export", writable=path is None):
@@ -352,27 +390,3 @@ class Trainer:
             return _wiring.export_target(
                 target, out, opset=opset, metadata=_checkpoint.provenance(info, saved)
             )
-
-
-def _check_model(model: object, datamodule: object) -> None:
-    for name, given in (("model", model), ("datamodule", datamodule)):
-        if isinstance(given, type):
-            raise ConfigurationError(
-                f"{name} must be an instance, got the class {given.__name__}; expected "
-                f"{given.__name__}() (with its arguments)"
-            )
-    if not isinstance(model, Model):
-        raise ConfigurationError(f"model must be a helios.core.Model, got {type(model).__name__}")
-    check_model_initialised(model)
-    if isinstance(datamodule, torch.utils.data.DataLoader | torch.utils.data.Dataset):
-        kind = "DataLoader" if isinstance(datamodule, torch.utils.data.DataLoader) else "Dataset"
-        raise ConfigurationError(
-            f"datamodule is a torch {kind}; the trainer needs a helios.data.DataModule, which "
-            "builds the loaders itself so it can resume them exactly. Wrap your dataset:\n"
-            "    class Data(DataModule):\n"
-            "        def setup(self): self.add_train(train_set, DataLoaderParams(batch_size=64))"
-        )
-    if datamodule is not None and not isinstance(datamodule, DataSource):
-        raise ConfigurationError(
-            f"datamodule must implement helios.core.DataSource, got {type(datamodule).__name__}"
-        )
