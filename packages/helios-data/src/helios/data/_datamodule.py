@@ -1,10 +1,11 @@
 """``DataModule``: the user's datasets, how each is loaded, and where training stands in them.
 
 The user subclasses it and writes :meth:`DataModule.setup`, one ``add_train`` / ``add_valid`` /
-``add_test`` call per dataset; the trainer drives the rest through the
-:class:`~helios.core.DataSource` protocol. The training position (epoch, samples consumed, the
-curriculum phase) is the module's state, saved in every checkpoint, so a resumed run continues
-with the first batch it had not trained on, at any number of ranks.
+``add_test`` call per dataset (``add_valid`` once per validation set, each further set named);
+the trainer drives the rest through the :class:`~helios.core.DataSource` protocol. The training
+position (epoch, samples consumed, the curriculum phase) is the module's state, saved in every
+checkpoint, so a resumed run continues with the first batch it had not trained on, at any
+number of ranks.
 
 Curriculum: each ``add_train`` call adds a *phase* (a dataset with its loader settings). A phase
 given ``epochs=k`` hands over to the next after ``k`` epochs; :meth:`DataModule.set_phase` moves
@@ -117,6 +118,12 @@ class DataModule(abc.ABC):
     :class:`~helios.data.SamplePosition` (:attr:`position`) that the module owns and lends to
     each training sampler it builds: reading :attr:`epoch` or :attr:`consumed` reads it, and
     nothing copies it.
+
+    Several validation sets: call :meth:`add_valid` once per set, naming every set but one
+    (``add_valid(ood_set, params, name="ood")``). :meth:`valid_dataloaders` returns their loaders
+    by name (``""`` for the unnamed set); :meth:`valid_dataloader` returns the first set's. The
+    trainer logs the unnamed set's metrics as ``valid/<metric>`` and a named set's as
+    ``valid/<name>/<metric>``. The validation sets are not part of :meth:`state_dict`.
 
     Validation and test loaders read their dataset in order, sharded over the ranks *without
     padding*: rank ``r`` of ``W`` reads samples ``r, r + W, ...``, so every sample is evaluated
