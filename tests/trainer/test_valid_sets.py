@@ -61,6 +61,9 @@ class Slope(Model):
         self.hooks.append("start")
         self.validated.append(float(self.net.weight.detach()))
 
+    def on_validation_batch_start(self, step: int) -> None:
+        self.hooks.append(f"batch {self.validation_set!r} {step}")
+
     def on_validation_end(self, validation_cycle: int) -> None:
         self.hooks.append("end")
 
@@ -85,7 +88,9 @@ def test_two_sets_are_logged_by_name_with_exact_values_and_ood_picks_the_best(
         progress=False,
         seed=0,
     ).fit(model, Lines())
-    assert model.hooks == ["start", "end"] * 6  # once per validation point, not per set
+    batches = ["batch '' 0", "batch '' 1", "batch 'ood' 0", "batch 'ood' 1"]
+    assert model.hooks == ["start", *batches, "end"] * 6  # once per validation point, not per set
+    assert model.validation_set == ""
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     logged = {
         name: [(r["step"], r[name]) for r in records if name in r]

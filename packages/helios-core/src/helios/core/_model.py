@@ -95,6 +95,9 @@ class Model(abc.ABC):
         #: Metrics of the last validation pass, averaged over every sample of every process:
         #: the unnamed validation set's under their own names, a named set's as ``"<name>/<m>"``.
         self.valid_metrics: dict[str, float] = {}
+        #: The validation set being evaluated, as named in ``DataModule.add_valid`` (``""``: the
+        #: unnamed set); set by the trainer before each set's pass, for ``valid_step`` to read.
+        self.validation_set = ""
         #: Metrics of the last test pass, averaged over every sample of every process.
         self.test_metrics: dict[str, float] = {}
         self._best_monitored: float | None = None

@@ -97,9 +97,13 @@ def validate_sets(
     context: DistributedContext,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]],
 ) -> dict[str, float]:
-    """Evaluate every validation set in turn; their metrics merged, by :func:`metric_name`."""
+    """Evaluate every validation set in turn; their metrics merged, by :func:`metric_name`.
+
+    ``model.validation_set`` names the set during its pass (``""`` for the unnamed one).
+    """
     merged: dict[str, float] = {}
     for valid_set, loader in loaders.items():
+        model.validation_set = valid_set
         metrics = evaluate(
             loader,
             model.valid_step,
@@ -109,4 +113,5 @@ def validate_sets(
             autocast=autocast,
         )
         merged.update({metric_name(valid_set, name): value for name, value in metrics.items()})
+    model.validation_set = ""
     return merged
