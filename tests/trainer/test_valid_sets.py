@@ -7,6 +7,7 @@ falls every step) and the set ``"ood"`` follows ``y = 0.5 x`` (its loss is lowes
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -166,3 +167,39 @@ def test_sigterm_mid_epoch_with_two_sets_then_resume_is_identical(tmp_path: Path
     for name in ("valid/ood/loss", "valid/loss"):
         assert metric_series(straight, name) == metric_series(stopped, name)
         assert len(metric_series(straight, name)) == 30 // 4 + 1
+
+
+class SlopeOnPlateau(Slope):
+    def setup(self) -> None:
+        super().setup()
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, patience=0, factor=0.5
+        )
+
+
+def test_early_stopping_and_reduce_on_plateau_watch_the_named_set(tmp_path: Path) -> None:
+    model = SlopeOnPlateau()
+    Trainer(
+        run_dir=tmp_path,
+        unit="iteration",
+        total=20,
+        valid_every=1,
+        log_every=1,
+        early_stop_patience=3,
+        progress=False,
+        tensorboard=False,
+        seed=0,
+    ).fit(model, Lines())
+    ood = metric_series(tmp_path, "valid/ood/loss")
+    best, count, stop = math.inf, 0, None
+    for step, value in ood:  # what EarlyStopping(3) decides from the "ood" series alone
+        best, count = (value, 0) if value < best else (best, count + 1)
+        if count == 3:
+            stop = step
+            break
+    assert stop is not None and stop < 20  # the unnamed set's loss falls every step
+    assert ood[-1][0] == stop
+    assert all(
+        b < a for (_, a), (_, b) in itertools.pairwise(metric_series(tmp_path, "valid/loss"))
+    )
+    assert model.optimizer.param_groups[0]["lr"] == 0.1 * 0.5**3  # one halving per worse one
