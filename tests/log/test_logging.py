@@ -127,3 +127,19 @@ def test_bad_arguments_are_configuration_errors(
 ) -> None:
     with pytest.raises(ConfigurationError, match=message):
         setup_logging(tmp_path, **arguments)  # type: ignore[arg-type]
+
+
+def test_the_console_shows_an_exception_in_one_line_and_the_file_keeps_its_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logger = setup_logging(tmp_path)
+    try:
+        raise ValueError("bad batch")
+    except ValueError as error:
+        log_exception(logger, error, message="training failed")
+    console = capsys.readouterr().err
+    assert "Traceback" not in console
+    assert f"training failed: ValueError: bad batch (traceback in {tmp_path / 'rank-0.log'})" in (
+        console
+    )
+    assert "Traceback (most recent call last):" in (tmp_path / "rank-0.log").read_text()

@@ -10,7 +10,8 @@ Settings besides the Trainer's: ``workers`` (loader workers), ``fail_at`` (raise
 after that optimizer step, or in ``train_step`` of the batch after it with ``fail_in:
 "train_step"``), ``sigterm_at`` (send SIGTERM to this process after that step),
 ``fail_rank`` (the rank that fails; default every rank), ``signal_parent`` (send the signal to
-the parent process, the one that spawned the ranks).
+the parent process, the one that spawned the ranks), ``valid_sets`` (names of further validation
+sets, each of other points), ``monitor`` (the model's monitored metric).
 """
 
 from __future__ import annotations
@@ -53,10 +54,13 @@ class NoisyPoints(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
 
 class ToyData(DataModule):
-    def __init__(self, workers: int = 0, batch_size: int = 8) -> None:
+    def __init__(
+        self, workers: int = 0, batch_size: int = 8, valid_sets: tuple[str, ...] = ()
+    ) -> None:
         super().__init__()
         self.workers = workers
         self.batch_size = batch_size
+        self.valid_sets = valid_sets
 
     def setup(self) -> None:
         self.add_train(
@@ -64,6 +68,11 @@ class ToyData(DataModule):
             DataLoaderParams(batch_size=self.batch_size, shuffle=True, num_workers=self.workers),
         )
         self.add_valid(NoisyPoints(32), DataLoaderParams(batch_size=16))
+        for index, name in enumerate(self.valid_sets):
+            points = NoisyPoints(40 + 8 * index)
+            points.x = points.x[-(24 + index) :] * 2  # not the points of the first set
+            points.y = points.y[-(24 + index) :]
+            self.add_valid(points, DataLoaderParams(batch_size=10), name)
         self.add_test(NoisyPoints(32), DataLoaderParams(batch_size=16))
 
 
@@ -135,7 +144,12 @@ def run(settings: dict[str, Any]) -> None:
         signal_parent=settings.pop("signal_parent", False),
         fail_in=settings.pop("fail_in", "callback"),
     )
-    data = ToyData(workers=settings.pop("workers", 0), batch_size=settings.pop("batch_size", 8))
+    model.monitor = settings.pop("monitor", "loss")
+    data = ToyData(
+        workers=settings.pop("workers", 0),
+        batch_size=settings.pop("batch_size", 8),
+        valid_sets=tuple(settings.pop("valid_sets", ())),
+    )
     settings.setdefault("progress", False)
     settings.setdefault("tensorboard", False)
     Trainer(**settings).fit(model, data)

@@ -78,7 +78,9 @@ class Model(abc.ABC):
         scheduler_interval: ``"step"`` steps the schedulers after every optimizer step,
             ``"epoch"`` after every epoch.
         monitor: the validation metric :meth:`have_metrics_improved` watches (``None``: every
-            validation counts as an improvement).
+            validation counts as an improvement); a named validation set's metric is
+            ``"<set name>/<metric>"`` (``"ood/loss"``): see
+            :meth:`helios.data.DataModule.add_valid`.
         monitor_mode: whether smaller (``"min"``) or larger (``"max"``) is better.
     """
 
@@ -90,8 +92,12 @@ class Model(abc.ABC):
     def __init__(self) -> None:
         """Create the model; networks and optimizers are made later, in :meth:`setup`."""
         self.device = torch.device("cpu")
-        #: Metrics of the last validation pass, averaged over every sample of every process.
+        #: Metrics of the last validation pass, averaged over every sample of every process:
+        #: the unnamed validation set's under their own names, a named set's as ``"<name>/<m>"``.
         self.valid_metrics: dict[str, float] = {}
+        #: The validation set being evaluated, as named in ``DataModule.add_valid`` (``""``: the
+        #: unnamed set); set by the trainer before each set's pass, for ``valid_step`` to read.
+        self.validation_set = ""
         #: Metrics of the last test pass, averaged over every sample of every process.
         self.test_metrics: dict[str, float] = {}
         self._best_monitored: float | None = None

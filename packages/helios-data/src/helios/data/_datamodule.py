@@ -1,10 +1,11 @@
 """``DataModule``: the user's datasets, how each is loaded, and where training stands in them.
 
 The user subclasses it and writes :meth:`DataModule.setup`, one ``add_train`` / ``add_valid`` /
-``add_test`` call per dataset; the trainer drives the rest through the
-:class:`~helios.core.DataSource` protocol. The training position (epoch, samples consumed, the
-curriculum phase) is the module's state, saved in every checkpoint, so a resumed run continues
-with the first batch it had not trained on, at any number of ranks.
+``add_test`` call per dataset (``add_valid`` once per validation set, each further set named);
+the trainer drives the rest through the :class:`~helios.core.DataSource` protocol. The training
+position (epoch, samples consumed, the curriculum phase) is the module's state, saved in every
+checkpoint, so a resumed run continues with the first batch it had not trained on, at any
+number of ranks.
 
 Curriculum: each ``add_train`` call adds a *phase* (a dataset with its loader settings). A phase
 given ``epochs=k`` hands over to the next after ``k`` epochs; :meth:`DataModule.set_phase` moves
@@ -83,7 +84,7 @@ _INIT_ATTRIBUTES: Final = frozenset(
         "_phase",
         "_phase_start_epoch",
         "_train_loader",
-        "_valid_loader",
+        "_valid_loaders",
         "_test_loader",
         "_predict",
         "_predict_loader",
@@ -120,6 +121,12 @@ class DataModule(abc.ABC):
     each training sampler it builds: reading :attr:`epoch` or :attr:`consumed` reads it, and
     nothing copies it.
 
+    Several validation sets: call :meth:`add_valid` once per set, naming every set but one
+    (``add_valid(ood_set, params, name="ood")``). :meth:`valid_dataloaders` returns their loaders
+    by name (``""`` for the unnamed set); :meth:`valid_dataloader` returns the first set's. The
+    trainer logs the unnamed set's metrics as ``valid/<metric>`` and a named set's as
+    ``valid/<name>/<metric>``. The validation sets are not part of :meth:`state_dict`.
+
     Validation, test and prediction loaders read their dataset in order, sharded over the ranks
     *without padding*: rank ``r`` of ``W`` reads samples ``r, r + W, ...``, so every sample is
     evaluated exactly once and ranks differ by at most one sample (hence at most one batch).
@@ -129,7 +136,7 @@ class DataModule(abc.ABC):
     def __init__(self) -> None:
         """Start with no datasets, single-process, seed 0, epoch 0, phase 0."""
         self._phases: list[TrainingPhase] = []
-        self._valid: tuple[Dataset[Any], DataLoaderParams] | None = None
+        self._valid: dict[str, tuple[Dataset[Any], DataLoaderParams]] = {}
         self._test: tuple[Dataset[Any], DataLoaderParams] | None = None
         self._predict: tuple[Dataset[Any], DataLoaderParams] | None = None
         self._rank = 0
@@ -139,7 +146,7 @@ class DataModule(abc.ABC):
         self._phase = 0
         self._phase_start_epoch = 0
         self._train_loader: ResumableDataLoader[Any] | None = None
-        self._valid_loader: DataLoader[Any] | None = None
+        self._valid_loaders: dict[str, DataLoader[Any]] = {}
         self._test_loader: DataLoader[Any] | None = None
         self._predict_loader: DataLoader[Any] | None = None
         self._restored_dataset_size: int | None = None
@@ -220,16 +227,43 @@ class DataModule(abc.ABC):
             _check_int("epochs", epochs, 1)
         self._phases.append(TrainingPhase(dataset, params, epochs, name))
 
-    def add_valid(self, dataset: Dataset[Any], params: DataLoaderParams | None = None) -> None:
-        """Add the validation dataset (read in order, sharded without padding).
+    def add_valid(
+        self,
+        dataset: Dataset[Any],
+        params: DataLoaderParams | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Add a validation dataset (read in order, sharded without padding).
+
+        Call it once per validation set. The trainer validates every set at each validation
+        point, in the order they were added. The unnamed set (``name=None``, at most one) logs
+        its metrics as ``valid/<metric>`` and keeps their plain names in
+        :attr:`~helios.core.Model.valid_metrics`; a set named ``"ood"`` logs
+        ``valid/ood/<metric>`` and appears there as ``"ood/<metric>"`` (so
+        ``Model.monitor = "ood/loss"`` watches it).
+
+        Args:
+            dataset: a map-style dataset.
+            params: its loader settings (default ``DataLoaderParams()``).
+            name: the set's name: non-empty, without ``/``; ``None`` for the unnamed set.
 
         Raises:
-            ConfigurationError: a validation dataset was already added, or a bad argument.
+            ConfigurationError: a set of this name (or a second unnamed set) was already added,
+                a bad name, or a bad argument.
         """
-        if self._valid is not None:
-            raise ConfigurationError("add_valid was already called in this setup; call it once")
+        if name is not None and (not isinstance(name, str) or not name or "/" in name):
+            raise ConfigurationError(
+                f"add_valid name must be None or a non-empty str without '/', got {name!r}"
+            )
+        key = name or ""
+        if key in self._valid:
+            what = f"a validation set named {name!r}" if name else "the unnamed validation set"
+            raise ConfigurationError(
+                f"add_valid was already called for {what} in this setup; give each further "
+                "set its own name=..."
+            )
         _dataset_size(dataset, "validation")
-        self._valid = (dataset, self._check_params(params))
+        self._valid[key] = (dataset, self._check_params(params))
 
     def add_test(self, dataset: Dataset[Any], params: DataLoaderParams | None = None) -> None:
         """Add the test dataset (read in order, sharded without padding).
@@ -271,7 +305,8 @@ class DataModule(abc.ABC):
 
     def _clear_datasets(self) -> None:
         self._phases = []
-        self._valid = self._test = self._predict = None
+        self._valid = {}
+        self._test = self._predict = None
         self._drop_loaders()
 
     # --- what the trainer calls ---------------------------------------------------------------
@@ -424,12 +459,33 @@ class DataModule(abc.ABC):
         return self._train_loader
 
     def valid_dataloader(self) -> DataLoader[Any] | None:
-        """The validation batches of this rank, in order; ``None`` without validation data."""
-        if self._valid is None:
+        """The first validation set's batches of this rank, in order; ``None`` without one.
+
+        The first set is the first :meth:`add_valid` call's; :meth:`valid_dataloaders` gives
+        every set.
+        """
+        if not self._valid:
             return None
-        if self._valid_loader is None:
-            self._valid_loader = self._evaluation_loader(*self._valid)
-        return self._valid_loader
+        return self._valid_loader(next(iter(self._valid)))
+
+    def valid_dataloaders(self) -> dict[str, Any]:
+        """Every validation set's batches of this rank, by name, in the order they were added.
+
+        The unnamed set's key is ``""``. Empty without validation data. A subclass that
+        overrides :meth:`valid_dataloader` (and not this) has its override used for the first set.
+        """
+        names = list(self._valid)
+        if type(self).valid_dataloader is DataModule.valid_dataloader:
+            return {name: self._valid_loader(name) for name in names}
+        first = self.valid_dataloader()  # the subclass's own loader for the first set
+        loaders: dict[str, Any] = {} if first is None else {names[0] if names else "": first}
+        return loaders | {name: self._valid_loader(name) for name in names[1:]}
+
+    def _valid_loader(self, name: str) -> DataLoader[Any]:
+        loader = self._valid_loaders.get(name)
+        if loader is None:
+            loader = self._valid_loaders[name] = self._evaluation_loader(*self._valid[name])
+        return loader
 
     def test_dataloader(self) -> DataLoader[Any] | None:
         """The test batches of this rank, in order; ``None`` without test data."""
@@ -497,7 +553,8 @@ class DataModule(abc.ABC):
 
     def _drop_loaders(self) -> None:
         self._drop_train_loader()
-        self._valid_loader = self._test_loader = self._predict_loader = None
+        self._valid_loaders = {}
+        self._test_loader = self._predict_loader = None
 
     def _advance_phase(self) -> None:
         """Hand over to the next phase(s) whose predecessor has run its ``epochs``."""

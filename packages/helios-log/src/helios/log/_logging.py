@@ -10,6 +10,11 @@ decides where those records go in a run of many processes:
   never lost and ``grep`` over the files of several nodes still says where each line came from;
 - Python warnings can be captured into the same handlers.
 
+A record that carries an exception (:func:`log_exception`, ``logger.exception``) keeps its
+traceback in the rank's file; the console shows its message and the exception's last line, and
+says which file holds the traceback. The trainer logs an error, then re-raises it, and Python
+prints the traceback on the console: once, not twice.
+
 The trainer calls :func:`setup_logging` at the start of every ``fit()``; calling it again
 replaces the handlers it added before instead of adding a second set, so a message is never
 written twice. Console output goes through tqdm's write lock so that log lines and progress bars
@@ -53,6 +58,27 @@ class _RankFormatter(logging.Formatter):
         """Format ``record`` and put the rank prefix before each of its lines."""
         text = super().format(record)
         return "\n".join(self._prefix + line for line in text.splitlines())
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """The console's format: an exception as one line and where its traceback is, no traceback."""
+
+    def __init__(self, log_file: Path) -> None:
+        super().__init__(_CONSOLE_FORMAT, datefmt=_DATE_FORMAT)
+        self._log_file = log_file
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format ``record``; an exception's traceback is left to the file (and the raise)."""
+        if not record.exc_info:
+            return super().format(record)
+        error = record.exc_info[1]
+        short = logging.makeLogRecord(record.__dict__)
+        short.exc_info = short.exc_text = None
+        text = super().format(short)
+        if error is not None:
+            last = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            text += f": {last.splitlines()[0] if last else ''}"
+        return f"{text} (traceback in {self._log_file})"
 
 
 class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -149,7 +175,7 @@ def setup_logging(
         if console and rank == 0:
             console_handler = _ConsoleHandler(sys.stderr)
             console_handler.setLevel(level)
-            console_handler.setFormatter(logging.Formatter(_CONSOLE_FORMAT, _DATE_FORMAT))
+            console_handler.setFormatter(_ConsoleFormatter(folder / f"rank-{rank}.log"))
             handlers.append(console_handler)
 
         logger = logging.getLogger(LOGGER_NAME)

@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from helios.core import ConfigurationError, DistributedContext
+from helios.core import ConfigurationError, DistributedContext, Model
 from helios.trainer._step import to_device
 
-__all__ = ["batch_size", "evaluate"]
+__all__ = ["batch_size", "evaluate", "metric_name", "valid_loaders", "validate_sets"]
 
 
 def batch_size(batch: Any) -> int:
@@ -69,3 +69,49 @@ def evaluate(
     local.append(torch.tensor(float(samples), dtype=torch.float64, device=device))
     *totals, count = context.all_reduce_sum(torch.stack(local)).tolist()  # one all-reduce
     return {name: total / count for name, total in zip(names, totals, strict=True)} if count else {}
+
+
+def valid_loaders(data: object) -> dict[str, Any]:
+    """The validation sets of ``data`` by name (``""``: the unnamed one), in order.
+
+    ``valid_dataloaders()`` when the data source has it (a :class:`helios.data.DataModule`);
+    otherwise the one set of the :class:`~helios.core.DataSource` protocol's
+    ``valid_dataloader()``.
+    """
+    several = getattr(data, "valid_dataloaders", None)
+    if callable(several):
+        return dict(several())
+    loader = data.valid_dataloader()  # type: ignore[attr-defined]
+    return {} if loader is None else {"": loader}
+
+
+def metric_name(valid_set: str, metric: str) -> str:
+    """A set's metric as ``Model.valid_metrics`` names it: plain for the unnamed set."""
+    return f"{valid_set}/{metric}" if valid_set else metric
+
+
+def validate_sets(
+    loaders: Mapping[str, Any],
+    model: Model,
+    *,
+    context: DistributedContext,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]],
+) -> dict[str, float]:
+    """Evaluate every validation set in turn; their metrics merged, by :func:`metric_name`.
+
+    ``model.validation_set`` names the set during its pass (``""`` for the unnamed one).
+    """
+    merged: dict[str, float] = {}
+    for valid_set, loader in loaders.items():
+        model.validation_set = valid_set
+        metrics = evaluate(
+            loader,
+            model.valid_step,
+            model.on_validation_batch_start,
+            model.on_validation_batch_end,
+            context=context,
+            autocast=autocast,
+        )
+        merged.update({metric_name(valid_set, name): value for name, value in metrics.items()})
+    model.validation_set = ""
+    return merged

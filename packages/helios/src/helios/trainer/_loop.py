@@ -30,8 +30,9 @@ The order of hooks and decisions, in one process (every rank runs the same)::
         stop? (a signal, or model.should_training_stop(), agreed over ranks in one collective)
 
     validate:
-        model.on_validation_start(cycle); callbacks.…; valid_step over the loader
-        (metrics weighted by samples, one all-reduce); log them
+        model.on_validation_start(cycle); callbacks.…   # once per validation point
+        for each validation set, in the order added: valid_step over its loader
+        (metrics weighted by samples, one all-reduce per set); log them merged
         model.on_validation_end(cycle); callbacks.on_validation_end (early stopping counts)
         ReduceLROnPlateau.step(monitor)
 
@@ -62,7 +63,7 @@ from helios.core import (
 )
 from helios.trainer import _checkpoint
 from helios.trainer._callbacks import Callbacks, TrainerState
-from helios.trainer._evaluate import evaluate
+from helios.trainer._evaluate import valid_loaders, validate_sets
 from helios.trainer._metrics import RunningMeans, reduce_once
 from helios.trainer._precision import Precision
 from helios.trainer._settings import Settings
@@ -341,21 +342,17 @@ class FitLoop:
         self.callbacks.call("on_log", self.view, self.model)
 
     def _validate(self) -> None:
-        loader = self.data.valid_dataloader()
+        """Validate every set: the hooks once, ``valid_metrics`` merged over the sets."""
+        loaders = valid_loaders(self.data)
         model, state = self.model, self.state
         self.record.last_valid_step = state.step
-        if loader is None:
+        if not loaders:
             return
         cycle = state.validation_cycles
         model.eval()
         self._hook("on_validation_start", cycle)
-        model.valid_metrics = evaluate(
-            loader,
-            model.valid_step,
-            model.on_validation_batch_start,
-            model.on_validation_batch_end,
-            context=self.context,
-            autocast=self.precision.autocast,
+        model.valid_metrics = validate_sets(
+            loaders, model, context=self.context, autocast=self.precision.autocast
         )
         state.validation_cycles += 1
         if self.context.is_main_process:

@@ -174,6 +174,15 @@ def _restore(loop: FitLoop, checkpoint: dict[str, Any], path: Path) -> bool:
     parts = loop.parts([], [])
     for name in ("rng", "epoch_start_rng", "trainer"):  # this rank's share is taken below
         del parts[name]
+    try:
+        parts.pop("model").load_state_dict(checkpoint["model"])
+    except ResumeError as error:  # the networks (or optimizers...) of setup() changed
+        raise ResumeError(
+            f"{error}\nThe model no longer fits the checkpoints of {settings.run_dir}: use a new "
+            f"run_dir, or move the checkpoints out of {settings.checkpoint_dir} and pass "
+            'resume="never" to start over in this one (resume="never" refuses a run_dir that '
+            "still holds checkpoints; it deletes nothing)"
+        ) from error
     _checkpoint.restore(checkpoint, parts)
     loop.record.stopped_by_model = saved.stopped_by_model
     loop.record.last_valid_step = saved.last_valid_step
