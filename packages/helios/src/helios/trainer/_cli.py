@@ -4,7 +4,7 @@
     helios checkpoints extract CHECKPOINT -o FILE
     helios export CHECKPOINT --model SPEC [--model-args JSON] [--out PATH]
     helios verify-resume --model SPEC --data SPEC [--model-args JSON] [--data-args JSON]
-                         [--steps N] [--workers K] [--seed S]
+                         [--steps N] [--workers K] [--seed S] [--stops KIND[,KIND...]]
 
 SPEC is ``module:Name`` or ``path/to/file.py:Name``: a class, or a function returning the object
 (see :mod:`helios.trainer._objects`).
@@ -27,6 +27,7 @@ from typing import Any
 from helios.core import HeliosError
 from helios.trainer._cli_checkpoints import CommandError, checkpoints, extract
 from helios.trainer._objects import build, current_folder_last, load_object
+from helios.trainer._verify import STOP_KEYS
 
 __all__ = ["load_class", "main"]
 
@@ -100,7 +101,19 @@ def verify_resume(args: argparse.Namespace) -> int:
         seed=args.seed,
         model_args=args.model_args,
         data_args=args.data_args,
+        stops=args.stops,
     )
+
+
+def _stop_keys(text: str) -> tuple[str, ...]:
+    """``--stops``: a comma-separated list of :data:`STOP_KEYS`."""
+    keys = tuple(key.strip() for key in text.split(",") if key.strip())
+    unknown = [key for key in keys if key not in STOP_KEYS]
+    if unknown or not keys:
+        raise argparse.ArgumentTypeError(
+            f"got {text!r}; expected one or more of {', '.join(STOP_KEYS)}, separated by commas"
+        )
+    return keys
 
 
 def _object_options(parser: argparse.ArgumentParser, flag: str, what: str) -> None:
@@ -160,10 +173,12 @@ def _parser() -> argparse.ArgumentParser:
     checking = commands.add_parser(
         "verify-resume",
         help="check that a Model and DataModule resume bitwise identically",
-        description="Train the Model on the DataModule for N steps straight (twice), and again "
-        "stopped at a random step (not a checkpoint step, not an epoch boundary) and resumed "
-        "in a fresh process. Compares every parameter, optimizer and scheduler state and the "
-        "loss series. Exit status 0 when identical, 1 when the runs diverge.",
+        description="Train the Model on the DataModule for N steps straight, and again once "
+        "for each way a real job stops (SIGTERM mid-epoch, SIGKILL between checkpoints, "
+        "SIGTERM at an epoch's last batch, SIGTERM at the last step), each resumed in a fresh "
+        "process. Compares the whole metric series and the final checkpoint (model, "
+        "optimizers, schedulers, training state, RNG states) exactly. Exit status 0 when "
+        "identical, 1 when the runs diverge.",
     )
     _object_options(checking, "--model", "the Model")
     _object_options(checking, "--data", "the DataModule")
@@ -172,6 +187,13 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="loader workers for training (default: as set)"
     )
     checking.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
+    checking.add_argument(
+        "--stops",
+        type=_stop_keys,
+        default=STOP_KEYS,
+        metavar="KIND[,KIND...]",
+        help=f"the stops to try, of {', '.join(STOP_KEYS)} (default: all)",
+    )
     return parser
 
 
