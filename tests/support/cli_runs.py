@@ -1,4 +1,4 @@
-"""The ``helios`` command run as a subprocess, the way a user runs it, with tests/support importable."""
+"""The ``helios`` command run as a subprocess, as a user runs it; tests/support importable."""
 
 from __future__ import annotations
 
