@@ -31,6 +31,7 @@ paths made absolute -- is what is printed, saved in the run folder and hashed in
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import difflib
 import functools
 import hashlib
@@ -62,6 +63,8 @@ if typing.TYPE_CHECKING:
     from helios.trainer._trainer import Trainer
 
 __all__ = [
+    "CONFIG_KEY",
+    "ConfigFactory",
     "ConfiguredRun",
     "apply_overrides",
     "config_diff",
@@ -77,6 +80,34 @@ RESERVED = ("type", "class")
 FROM_CODE_ONLY = ("config", "allow_change")
 """Trainer arguments a config does not set: ``from_config`` passes them."""
 _EMPTY = inspect.Parameter.empty
+
+
+CONFIG_KEY = "helios_config_key"
+"""The attribute a :class:`ConfigFactory` sets on what it makes: the table's dotted key."""
+
+
+class ConfigFactory(functools.partial[Any]):
+    """A table handed over as a factory: ``functools.partial`` that labels what it makes.
+
+    The object it returns carries its table's key (``optimizer.helios_config_key ==
+    "model.optimizer"``), so a change of that table accepted on resume reaches the object
+    restored from the checkpoint.
+    """
+
+    key: str = ""
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        """Make the object and label it with the table's key."""
+        made = super().__call__(*args, **kwargs)
+        with contextlib.suppress(AttributeError, TypeError):  # objects without a __dict__
+            setattr(made, CONFIG_KEY, self.key)
+        return made
+
+
+def _factory(target: Callable[..., Any], key: str, arguments: Mapping[str, Any]) -> ConfigFactory:
+    factory = ConfigFactory(target, **arguments)
+    factory.key = key
+    return factory
 
 
 class ConfiguredRun(NamedTuple):
@@ -639,7 +670,7 @@ def _build_table(
     }
     arguments.update(extra or {})
     if factory:
-        return functools.partial(target, **arguments)
+        return _factory(target, where, arguments)
     try:
         return target(**arguments)
     except ConfigurationError as error:

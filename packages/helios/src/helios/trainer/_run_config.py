@@ -11,6 +11,7 @@ is appended to ``run_dir/config-changes.jsonl`` with the step from which it appl
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -18,11 +19,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from helios.core import CheckpointInfo, ConfigurationError
-from helios.trainer._config import config_diff, config_sha256, read_config, to_toml
+from helios.core import CheckpointInfo, ConfigurationError, Model
+from helios.trainer._config import CONFIG_KEY, config_diff, config_sha256, read_config, to_toml
 from helios.trainer._settings import SAFE_TO_CHANGE_ON_RESUME, Settings
 
-__all__ = ["CHANGES_FILE", "CONFIG_FILE", "guard", "is_allowed", "write_config"]
+__all__ = ["CHANGES_FILE", "CONFIG_FILE", "apply_changes", "guard", "is_allowed", "write_config"]
 
 CONFIG_FILE = "config.toml"
 CHANGES_FILE = "config-changes.jsonl"
@@ -107,3 +108,74 @@ def guard(settings: Settings, latest: Callable[[], CheckpointInfo | None]) -> No
         file.flush()
         os.fsync(file.fileno())
     write_config(run_dir, config)
+
+
+def _changes_since(run_dir: Path, old: str, new: str) -> dict[str, Any]:
+    """The new values of every key changed from config ``old`` to config ``new`` (hashes)."""
+    changes: dict[str, Any] = {}
+    path = run_dir / CHANGES_FILE
+    if not path.is_file():
+        return changes
+    current = old
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record["sha256"]["old"] == current:
+            changes.update({key: change["new"] for key, change in record["changes"].items()})
+            current = record["sha256"]["new"]
+            if current == new:
+                return changes
+    return {}
+
+
+def _set_hyperparameter(optimizer: Any, model: Model, name: str, value: Any) -> None:
+    for group in optimizer.param_groups:
+        if name not in group:
+            continue
+        old = group.get("initial_lr", group[name]) if name == "lr" else group[name]
+        if name == "lr" and isinstance(old, int | float) and old and isinstance(value, int | float):
+            scale = value / old  # the schedule goes on as if it had started from the new lr
+            group["lr"] = group["lr"] * scale
+            if "initial_lr" in group:
+                group["initial_lr"] = value
+        else:
+            group[name] = tuple(value) if isinstance(group[name], tuple) else value
+    if name != "lr":
+        return
+    for scheduler in model.schedulers().values():
+        base = getattr(scheduler, "base_lrs", None)
+        if getattr(scheduler, "optimizer", None) is optimizer and isinstance(base, list):
+            scheduler.base_lrs = [value for _ in base]
+
+
+def apply_changes(
+    model: Model, settings: Settings, written_with: str | None, logger: logging.Logger
+) -> None:
+    """Give restored optimizers and schedulers the values of config changes accepted since.
+
+    A checkpoint holds the optimizer's hyper-parameters, so a resumed run would go on with the
+    old ones: for each key changed since the config the checkpoint was written with (found in
+    ``config-changes.jsonl``), the optimizers and schedulers made from that table get the new
+    value -- in every parameter group for an optimizer (``lr`` scales the scheduled rate, so a
+    schedule goes on as if it had started from the new rate), as an attribute for a scheduler.
+    """
+    config = settings.config
+    if config is None or written_with is None:
+        return
+    now = config_sha256(config)
+    if written_with == now:
+        return
+    changes = _changes_since(settings.run_dir, written_with, now)
+    made = {**model.optimizers(), **model.schedulers()}
+    for attribute, made_object in made.items():
+        key = getattr(made_object, CONFIG_KEY, None)
+        for changed, value in changes.items():
+            table, _, name = changed.rpartition(".")
+            if key is None or table != key:
+                continue
+            if hasattr(made_object, "param_groups"):
+                _set_hyperparameter(made_object, model, name, value)
+            elif hasattr(made_object, name):
+                setattr(made_object, name, value)
+            else:
+                continue
+            logger.info("config change applied on resume: %s.%s = %r", attribute, name, value)
