@@ -101,6 +101,10 @@ class SmallCNN(nn.Sequential):
 
 EPOCHS = 12
 STEPS_PER_EPOCH = 21  # ceil(1300 / 64)
+ADAMW = functools.partial(torch.optim.AdamW, lr=3e-3, weight_decay=1e-4)
+ONE_CYCLE = functools.partial(
+    torch.optim.lr_scheduler.OneCycleLR, max_lr=3e-3, total_steps=EPOCHS * STEPS_PER_EPOCH
+)
 
 
 class Classifier(Model):
@@ -116,12 +120,8 @@ class Classifier(Model):
     def __init__(
         self,
         net: Callable[..., nn.Module] = SmallCNN,
-        optimizer: Callable[..., torch.optim.Optimizer] = functools.partial(
-            torch.optim.AdamW, lr=3e-3, weight_decay=1e-4
-        ),
-        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] = functools.partial(
-            torch.optim.lr_scheduler.OneCycleLR, max_lr=3e-3, total_steps=EPOCHS * STEPS_PER_EPOCH
-        ),
+        optimizer: Callable[..., torch.optim.Optimizer] = ADAMW,
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] = ONE_CYCLE,
     ) -> None:
         super().__init__()
         self.make_net, self.make_optimizer, self.make_scheduler = net, optimizer, scheduler

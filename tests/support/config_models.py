@@ -19,6 +19,7 @@ from torch import nn
 from helios.core import Model, TrainingState
 
 SIGTERM_AT = "HELIOS_TEST_SIGTERM_AT"
+ADAMW = functools.partial(torch.optim.AdamW, lr=3e-3)
 
 
 class ConfigModel(Model):
@@ -28,9 +29,7 @@ class ConfigModel(Model):
         self,
         width: int = 16,
         dropout: float = 0.3,
-        optimizer: Callable[..., torch.optim.Optimizer] = functools.partial(
-            torch.optim.AdamW, lr=3e-3
-        ),
+        optimizer: Callable[..., torch.optim.Optimizer] = ADAMW,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         loss: nn.Module | None = None,
     ) -> None:

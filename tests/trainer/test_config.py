@@ -75,9 +75,9 @@ def test_a_registered_model_by_type_and_its_missing_name(tmp_path: Path) -> None
 
     bad = config(str(tmp_path))
     bad["model"] = {"type": "ConfigModle"}
-    with pytest.raises(ConfigurationError, match="searched: models.*closest: 'ConfigModel'"):
-        if "ConfigModel" not in MODEL_REGISTRY:
-            MODEL_REGISTRY.register(ConfigModel)
+    if "ConfigModel" not in MODEL_REGISTRY:
+        MODEL_REGISTRY.register(ConfigModel)
+    with pytest.raises(ConfigurationError, match=r"searched: models.*closest: 'ConfigModel'"):
         resolve(bad)
     bad["model"] = {"type": "ConfigModel", "width": 5}
     model, _, _ = from_config(bad)
@@ -90,7 +90,7 @@ def test_a_config_without_a_section_or_with_an_extra_one_is_refused(tmp_path: Pa
     with pytest.raises(ConfigurationError, match="no \\[data\\] table"):
         resolve(missing)
     extra = {**config(str(tmp_path)), "trianer": {}}
-    with pytest.raises(ConfigurationError, match="'trianer'.*did you mean 'trainer'"):
+    with pytest.raises(ConfigurationError, match=r"'trianer'.*did you mean 'trainer'"):
         resolve(extra)
     no_total = config(str(tmp_path))
     del no_total["trainer"]["total"]
@@ -101,10 +101,16 @@ def test_a_config_without_a_section_or_with_an_extra_one_is_refused(tmp_path: Pa
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.optimizer.lrr=0.1", "--set model.optimizer.lrr: there is no key 'lrr' in "
-         "model.optimizer \\(did you mean 'lr'\\?\\); it takes params, lr"),
-        ("model.optimiser.lr=0.1", "--set model.optimiser.lr: model has no table 'optimiser' "
-         "\\(did you mean 'optimizer'\\?\\)"),
+        (
+            "model.optimizer.lrr=0.1",
+            "--set model.optimizer.lrr: there is no key 'lrr' in "
+            "model.optimizer \\(did you mean 'lr'\\?\\); it takes params, lr",
+        ),
+        (
+            "model.optimiser.lr=0.1",
+            "--set model.optimiser.lr: model has no table 'optimiser' "
+            "\\(did you mean 'optimizer'\\?\\)",
+        ),
         ("trainer.totl=3", "there is no key 'totl' in trainer \\(did you mean 'total'"),
         ("total=3", "the config's top level holds only the tables"),
         ("trainer.total", "is not of the form key.path=value"),
@@ -242,7 +248,7 @@ def test_an_entry_point_that_fails_to_load_is_named(
     site = tmp_path / "site-packages"
     info = site / "broken_helios_nets-0.1.dist-info"
     info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-helios-nets\nVersion: 0.1\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-nets\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[helios.registries]\nbroken = no_such_module_xyz\n")
     monkeypatch.syspath_prepend(str(site))
     with pytest.raises(ConfigurationError, match="entry point 'broken' = 'no_such_module_xyz'"):

@@ -42,6 +42,7 @@ import os
 import tomllib
 import types
 import typing
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -63,11 +64,11 @@ if typing.TYPE_CHECKING:
     from helios.trainer._trainer import Trainer
 
 __all__ = [
-    "CONFIG_KEY",
     "ConfigFactory",
     "ConfiguredRun",
     "apply_overrides",
     "config_diff",
+    "config_key",
     "config_sha256",
     "from_config",
     "read_config",
@@ -82,25 +83,32 @@ FROM_CODE_ONLY = ("config", "allow_change")
 _EMPTY = inspect.Parameter.empty
 
 
-CONFIG_KEY = "helios_config_key"
-"""The attribute a :class:`ConfigFactory` sets on what it makes: the table's dotted key."""
+_MADE_FROM: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def config_key(made: object) -> str | None:
+    """The dotted key of the table whose :class:`ConfigFactory` made ``made`` (in this process)."""
+    try:
+        return _MADE_FROM.get(made)
+    except TypeError:  # not weakly referable: never recorded
+        return None
 
 
 class ConfigFactory(functools.partial[Any]):
-    """A table handed over as a factory: ``functools.partial`` that labels what it makes.
+    """A table handed over as a factory: ``functools.partial`` that remembers what it made.
 
-    The object it returns carries its table's key (``optimizer.helios_config_key ==
-    "model.optimizer"``), so a change of that table accepted on resume reaches the object
-    restored from the checkpoint.
+    The objects it returns are recorded with its table's key (:func:`config_key`), so a change
+    of that table accepted on resume reaches the object restored from the checkpoint. Nothing is
+    set on the objects themselves (a scheduler's ``state_dict`` holds all its attributes).
     """
 
     key: str = ""
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
-        """Make the object and label it with the table's key."""
+        """Make the object and record which table made it."""
         made = super().__call__(*args, **kwargs)
-        with contextlib.suppress(AttributeError, TypeError):  # objects without a __dict__
-            setattr(made, CONFIG_KEY, self.key)
+        with contextlib.suppress(TypeError):  # not weakly referable
+            _MADE_FROM[made] = self.key
         return made
 
 

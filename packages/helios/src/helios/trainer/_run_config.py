@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from helios.core import CheckpointInfo, ConfigurationError, Model
-from helios.trainer._config import CONFIG_KEY, config_diff, config_sha256, read_config, to_toml
+from helios.trainer._config import config_diff, config_key, config_sha256, read_config, to_toml
 from helios.trainer._settings import SAFE_TO_CHANGE_ON_RESUME, Settings
 
 __all__ = ["CHANGES_FILE", "CONFIG_FILE", "apply_changes", "guard", "is_allowed", "write_config"]
@@ -167,7 +167,7 @@ def apply_changes(
     changes = _changes_since(settings.run_dir, written_with, now)
     made = {**model.optimizers(), **model.schedulers()}
     for attribute, made_object in made.items():
-        key = getattr(made_object, CONFIG_KEY, None)
+        key = config_key(made_object)
         for changed, value in changes.items():
             table, _, name = changed.rpartition(".")
             if key is None or table != key:
