@@ -173,6 +173,16 @@ def test_print_config_fills_every_default_and_reads_back(
     assert not (tmp_path / "run").exists()
 
 
+def test_helios_fit_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as leaving:
+        helios_command(["fit", "--help"])
+    assert leaving.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: helios fit" in text
+    for option in ("--set", "--allow-change", "--print-config", "--dry-run"):
+        assert option in text
+
+
 def test_the_command_prints_config_errors_whole_with_status_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -19,7 +19,7 @@ from resume_checks import final_checkpoint
 from helios.ckpt import DirectoryCheckpointStore
 from helios.core import ConfigurationError
 from helios.trainer import from_config
-from helios.trainer._config import config_sha256, resolve
+from helios.trainer._config import config_sha256, resolve, without_run_dir
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,7 @@ def test_allow_change_accepts_a_new_learning_rate_records_it_and_applies_it(
     }
     final = final_checkpoint(run_dir)
     assert final["trainer"]["config_sha256"] == new_digest
+    assert final["trainer"]["config"] == without_run_dir(resolve(config(str(run_dir)), new))
     # The checkpoint's optimizer had lr 3e-3; the new rate went on through StepLR(3, 0.5):
     # 1e-3 * 0.5 ** (9 // 3), not the old 3e-3 * 0.125.
     group = model.optimizer.param_groups[0]

@@ -74,6 +74,7 @@ __all__ = [
     "read_config",
     "resolve",
     "to_toml",
+    "without_run_dir",
 ]
 
 SECTIONS = ("model", "data", "trainer")
@@ -249,7 +250,7 @@ def to_toml(config: Mapping[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _compared(config: Mapping[str, Any]) -> dict[str, Any]:
+def without_run_dir(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config without ``trainer.run_dir``: a moved run folder is the same run."""
     compared = dict(config)
     trainer = compared.get("trainer")
@@ -260,7 +261,7 @@ def _compared(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def config_sha256(config: Mapping[str, Any]) -> str:
     """The SHA-256 of a resolved config (``trainer.run_dir`` left out), as hex."""
-    text = json.dumps(_compared(config), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(without_run_dir(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -280,7 +281,7 @@ ABSENT = "(absent)"
 
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Every dotted key whose value differs: ``{key: (old, new)}`` (:data:`ABSENT` if none)."""
-    before, after = _flatten(_compared(old)), _flatten(_compared(new))
+    before, after = _flatten(without_run_dir(old)), _flatten(without_run_dir(new))
     return {
         key: (before.get(key, ABSENT), after.get(key, ABSENT))
         for key in sorted(before.keys() | after.keys())

@@ -184,7 +184,7 @@ def _restore(loop: FitLoop, checkpoint: dict[str, Any], path: Path) -> bool:
             "still holds checkpoints; it deletes nothing)"
         ) from error
     _checkpoint.restore(checkpoint, parts)
-    _run_config.apply_changes(loop.model, settings, saved.config_sha256, loop.logger)
+    _run_config.apply_changes(loop.model, settings, saved.config, loop.logger)
     loop.record.stopped_by_model = saved.stopped_by_model
     loop.record.last_valid_step = saved.last_valid_step
     if context.is_main_process:

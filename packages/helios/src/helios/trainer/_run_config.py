@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from helios.core import CheckpointInfo, ConfigurationError, Model
-from helios.trainer._config import config_diff, config_key, config_sha256, read_config, to_toml
+from helios.trainer._config import (
+    ABSENT,
+    config_diff,
+    config_key,
+    config_sha256,
+    read_config,
+    to_toml,
+)
 from helios.trainer._settings import SAFE_TO_CHANGE_ON_RESUME, Settings
 
 __all__ = ["CHANGES_FILE", "CONFIG_FILE", "apply_changes", "guard", "is_allowed", "write_config"]
@@ -47,6 +54,13 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> Path:
     return target
 
 
+def _is_writer(settings: Settings) -> bool:
+    """Whether this process writes the run folder's config (global rank 0 of a launched job)."""
+    if settings.distributed is not None:
+        return settings.distributed.is_main_process
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _shown(value: Any) -> str:
     return value if isinstance(value, str) and value == "(absent)" else json.dumps(value)
 
@@ -65,12 +79,14 @@ def guard(settings: Settings, latest: Callable[[], CheckpointInfo | None]) -> No
     config = settings.config
     assert config is not None
     run_dir = settings.run_dir
+    writes = _is_writer(settings)
     saved_file = run_dir / CONFIG_FILE
     start = latest() if settings.resume != "never" else None
     if start is None or not saved_file.is_file():
         if settings.resume == "never" and any(run_dir.glob("checkpoints/*")):
             return  # the trainer refuses this run itself; leave the folder as it is
-        write_config(run_dir, config)
+        if writes:
+            write_config(run_dir, config)
         return
     saved = read_config(saved_file)
     diff = config_diff(saved, config)
@@ -91,6 +107,8 @@ def guard(settings: Settings, latest: Callable[[], CheckpointInfo | None]) -> No
             + " ".join(f"--allow-change {key}" for key in refused)
             + " (allow_change= in Python), or start a new run in another folder"
         )
+    if not writes:
+        return  # checked; global rank 0 records the change
     record = {
         "step": start.step,
         "epoch": start.epoch,
@@ -108,23 +126,6 @@ def guard(settings: Settings, latest: Callable[[], CheckpointInfo | None]) -> No
         file.flush()
         os.fsync(file.fileno())
     write_config(run_dir, config)
-
-
-def _changes_since(run_dir: Path, old: str, new: str) -> dict[str, Any]:
-    """The new values of every key changed from config ``old`` to config ``new`` (hashes)."""
-    changes: dict[str, Any] = {}
-    path = run_dir / CHANGES_FILE
-    if not path.is_file():
-        return changes
-    current = old
-    for line in path.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        if record["sha256"]["old"] == current:
-            changes.update({key: change["new"] for key, change in record["changes"].items()})
-            current = record["sha256"]["new"]
-            if current == new:
-                return changes
-    return {}
 
 
 def _set_hyperparameter(optimizer: Any, model: Model, name: str, value: Any) -> None:
@@ -148,23 +149,23 @@ def _set_hyperparameter(optimizer: Any, model: Model, name: str, value: Any) -> 
 
 
 def apply_changes(
-    model: Model, settings: Settings, written_with: str | None, logger: logging.Logger
+    model: Model, settings: Settings, written_with: dict[str, Any] | None, logger: logging.Logger
 ) -> None:
     """Give restored optimizers and schedulers the values of config changes accepted since.
 
     A checkpoint holds the optimizer's hyper-parameters, so a resumed run would go on with the
-    old ones: for each key changed since the config the checkpoint was written with (found in
-    ``config-changes.jsonl``), the optimizers and schedulers made from that table get the new
-    value -- in every parameter group for an optimizer (``lr`` scales the scheduled rate, so a
-    schedule goes on as if it had started from the new rate), as an attribute for a scheduler.
+    old ones: for each key changed since the config the checkpoint was written with (which it
+    holds), the optimizers and schedulers made from that table get the new value -- in every
+    parameter group for an optimizer (``lr`` scales the scheduled rate, so a schedule goes on
+    as if it had started from the new rate), as an attribute for a scheduler. Every rank works
+    this out from the checkpoint alone, so all of them apply the same.
     """
     config = settings.config
     if config is None or written_with is None:
         return
-    now = config_sha256(config)
-    if written_with == now:
-        return
-    changes = _changes_since(settings.run_dir, written_with, now)
+    changes = {
+        key: new for key, (_, new) in config_diff(written_with, config).items() if new != ABSENT
+    }
     made = {**model.optimizers(), **model.schedulers()}
     for attribute, made_object in made.items():
         key = config_key(made_object)
