@@ -470,6 +470,10 @@ def _describe(hint: Any) -> str:
     return str(hint).replace("typing.", "").replace("collections.abc.", "")
 
 
+_SEQUENCES = (list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.Iterable)
+_NUMBERS = (float, timedelta)  # a timedelta is given in seconds
+
+
 def _fits(value: Any, hint: Any) -> bool:
     """Whether plain config data ``value`` fits the annotation ``hint`` (unknown kinds: yes)."""
     if hint is _EMPTY or hint is Any or isinstance(hint, typing.TypeVar | str):
@@ -480,23 +484,22 @@ def _fits(value: Any, hint: Any) -> bool:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Literal:
         return value in args and not (isinstance(value, bool) and True not in args)
-    if origin in (list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.Iterable):
-        if not isinstance(value, list):
-            return False
+    if origin in _SEQUENCES:
         element = args[0] if args and (origin is not tuple or args[-1] is ...) else Any
-        return all(_fits(v, element) for v in value)
+        return isinstance(value, list) and all(_fits(v, element) for v in value)
     if origin in (dict, collections.abc.Mapping):
         return isinstance(value, dict)
     if _is_callable_hint(hint):
         return False  # only a table makes a callable
-    if not isinstance(hint, type):
-        return True
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is timedelta:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+    return _fits_class(value, hint) if isinstance(hint, type) else True
+
+
+def _fits_class(value: Any, hint: type) -> bool:
+    """Whether ``value`` fits the plain class ``hint`` (an ``int`` is a ``float``, not a bool)."""
+    if isinstance(value, bool) and hint is not bool:
+        return hint in (object,)
+    if hint in _NUMBERS:
+        return isinstance(value, int | float)
     if issubclass(hint, os.PathLike):
         return isinstance(value, str)
     return isinstance(value, hint)
