@@ -19,6 +19,7 @@ from resume_checks import final_checkpoint
 from helios.ckpt import DirectoryCheckpointStore
 from helios.core import ConfigurationError
 from helios.trainer import from_config
+from helios.trainer._cli import main as helios_command
 from helios.trainer._config import config_sha256, resolve, without_run_dir
 
 
@@ -139,3 +140,27 @@ def test_allow_change_of_a_whole_table(started: Path, tmp_path: Path) -> None:
     assert result.state.step == 7
     assert model.scheduler.gamma == 0.9
     assert model.optimizer.param_groups[0]["weight_decay"] == 0.5
+
+
+def test_helios_fit_run_dir_refuses_a_new_learning_rate_then_allows_it(
+    started: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = copy_of(started, tmp_path)
+    change = ["--set", "model.optimizer.lr=0.002", "--set", "trainer.total=7"]
+    assert helios_command(["fit", str(run_dir), *change]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("helios fit: error: the config differs from the one")
+    assert "  model.optimizer.lr: 0.003 -> 0.002\n" in error
+    assert "  trainer.total: 6 -> 7  (safe to change)\n" in error
+    assert "pass --allow-change model.optimizer.lr (allow_change= in Python)" in error
+
+    allowed = ["fit", str(run_dir), *change, "--allow-change", "model.optimizer.lr"]
+    assert helios_command(allowed) == 0
+    assert "trained to step 7 (resumed from step-00000006.pt)" in capsys.readouterr().out
+    (record,) = [json.loads(line) for line in (run_dir / "config-changes.jsonl").open()]
+    assert record["step"] == 6
+    assert record["allowed_by"] == {"model.optimizer.lr": "allow_change", "trainer.total": "safe"}
+    saved = tomllib.loads((run_dir / "config.toml").read_text())
+    assert saved["model"]["optimizer"]["lr"] == 0.002 and saved["trainer"]["total"] == 7
+    group = final_checkpoint(run_dir)["model"]["optimizers"]["optimizer"]["param_groups"][0]
+    assert group["initial_lr"] == 0.002
