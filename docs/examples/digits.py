@@ -62,6 +62,8 @@ class DigitImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 class Digits(DataModule):
     """Train, validation and test splits of the scikit-learn digits (fixed split)."""
 
+    safe_to_change_on_resume = ("workers",)  # batches do not depend on the number of workers
+
     def __init__(self, workers: int = 2, batch_size: int = 64) -> None:
         super().__init__()
         self.workers, self.batch_size = workers, batch_size

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from toy_training import ToyData
 
 from helios.core import Model, TrainingState
 
@@ -63,6 +64,12 @@ class ConfigModel(Model):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+class ConfigData(ToyData):
+    """The toy data; its loader workers may change on resume (the batches do not depend on them)."""
+
+    safe_to_change_on_resume = ("workers",)
+
+
 def config(run_dir: str, total: int = 8, lr: float = 3e-3) -> dict[str, Any]:
     """A config of ConfigModel on the toy data: ``total`` steps, a checkpoint every 3."""
     return {
@@ -73,7 +80,7 @@ def config(run_dir: str, total: int = 8, lr: float = 3e-3) -> dict[str, Any]:
             "scheduler": {"type": "StepLR", "step_size": 3, "gamma": 0.5},
             "loss": {"type": "BCEWithLogitsLoss"},
         },
-        "data": {"class": "toy_training:ToyData", "batch_size": 8},
+        "data": {"class": "config_models:ConfigData", "batch_size": 8},
         "trainer": {
             "run_dir": run_dir,
             "unit": "iteration",

@@ -81,15 +81,17 @@ def test_safe_keys_change_on_resume_without_asking_and_are_recorded(
     started: Path, tmp_path: Path
 ) -> None:
     run_dir = copy_of(started, tmp_path)
-    _, result = resume(run_dir, ["trainer.total=9", "trainer.log_every=2"])
+    # data.workers: declared safe by the data module (ConfigData.safe_to_change_on_resume)
+    _, result = resume(run_dir, ["trainer.total=9", "trainer.log_every=2", "data.workers=1"])
     assert result.state.step == 9 and result.steps_trained == 3
     (record,) = [json.loads(line) for line in (run_dir / "config-changes.jsonl").open()]
     assert record["step"] == 6 and record["checkpoint"] == "step-00000006.pt"
     assert record["changes"] == {
+        "data.workers": {"old": 0, "new": 1},
         "trainer.log_every": {"old": 1, "new": 2},
         "trainer.total": {"old": 6, "new": 9},
     }
-    assert record["allowed_by"] == {"trainer.log_every": "safe", "trainer.total": "safe"}
+    assert set(record["allowed_by"].values()) == {"safe"}
     assert tomllib.loads((run_dir / "config.toml").read_text())["trainer"]["total"] == 9
 
 

@@ -73,6 +73,7 @@ __all__ = [
     "from_config",
     "read_config",
     "resolve",
+    "target_of",
     "to_toml",
     "without_run_dir",
 ]
@@ -396,6 +397,11 @@ def _target(table: Mapping[str, Any], where: str, base_dir: Path | None) -> Call
     raise ConfigurationError(
         f"{where} names nothing to build: give it type = 'registered name' or class = 'module:Name'"
     )
+
+
+def target_of(table: Mapping[str, Any], where: str) -> Callable[..., Any]:
+    """What a resolved table (``type`` or an absolute ``class``) names."""
+    return _target(table, where, None)
 
 
 class _Signature(NamedTuple):

@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,27 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> Path:
         os.fsync(file.fileno())
     os.replace(file.name, target)
     return target
+
+
+def declared_safe(config: Mapping[str, Any], where: str = "") -> list[str]:
+    """The keys the config's classes declare safe to change (``safe_to_change_on_resume``).
+
+    A class whose arguments do not change what a step computes says so with a class attribute,
+    ``safe_to_change_on_resume = ("workers",)``: a ``DataModule``'s loader workers, say (Helios'
+    batches do not depend on their number).
+    """
+    from helios.trainer._config import RESERVED, target_of
+
+    safe: list[str] = []
+    for key, value in config.items():
+        name = f"{where}.{key}" if where else key
+        if not isinstance(value, Mapping):
+            continue
+        if any(reserved in value for reserved in RESERVED):
+            declared = getattr(target_of(value, name), "safe_to_change_on_resume", ())
+            safe.extend(f"{name}.{argument}" for argument in declared)
+        safe.extend(declared_safe(value, name))
+    return safe
 
 
 def _is_writer(settings: Settings) -> bool:
@@ -92,7 +113,7 @@ def guard(settings: Settings, latest: Callable[[], CheckpointInfo | None]) -> No
     diff = config_diff(saved, config)
     if not diff:
         return
-    allowed = (*SAFE_TO_CHANGE_ON_RESUME, *settings.allow_change)
+    allowed = (*SAFE_TO_CHANGE_ON_RESUME, *declared_safe(config), *settings.allow_change)
     refused = {key: change for key, change in diff.items() if not is_allowed(key, allowed)}
     if refused:
         lines = "\n".join(
@@ -116,7 +137,9 @@ def guard(settings: Settings, latest: Callable[[], CheckpointInfo | None]) -> No
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "changes": {key: {"old": old, "new": new} for key, (old, new) in diff.items()},
         "allowed_by": {
-            key: "allow_change" if is_allowed(key, settings.allow_change) else "safe"
+            key: "safe"
+            if is_allowed(key, (*SAFE_TO_CHANGE_ON_RESUME, *declared_safe(config)))
+            else "allow_change"
             for key in diff
         },
         "sha256": {"old": config_sha256(saved), "new": config_sha256(config)},
