@@ -350,11 +350,9 @@ def _by_name(name: object, where: str) -> Callable[..., Any]:
         if close
         else "; register it with @REGISTRY.register, or use class = 'module:Name'"
     )
-    return _missing(f"{where}.type {name!r} is not registered (searched: {searched}){hint}")
-
-
-def _missing(message: str) -> Callable[..., Any]:
-    raise ConfigurationError(message)
+    raise ConfigurationError(
+        f"{where}.type {name!r} is not registered (searched: {searched}){hint}"
+    )
 
 
 def _spec(spec: object, where: str, base_dir: Path | None) -> str:
