@@ -1,5 +1,7 @@
-"""The ``helios`` command: inspect checkpoints, export to ONNX, check that a model resumes exactly.
+"""The ``helios`` command: train from a config, inspect checkpoints, export, check resume.
 
+    helios fit CONFIG.toml|RUN_DIR [--set KEY=VALUE] [--allow-change KEY] [--print-config]
+               [--dry-run [N]]                       (see :mod:`helios.trainer._cli_fit`)
     helios checkpoints RUN_DIR
     helios checkpoints extract CHECKPOINT -o FILE
     helios export CHECKPOINT --model SPEC [--model-args JSON] [--out PATH]
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from helios.core import HeliosError
+from helios.trainer import _cli_fit
 from helios.trainer._cli_checkpoints import CommandError, checkpoints, extract
 from helios.trainer._objects import build, current_folder_last, load_object
 from helios.trainer._verify import STOP_KEYS
@@ -132,9 +135,12 @@ def _object_options(parser: argparse.ArgumentParser, flag: str, what: str) -> No
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="helios", description="Helios training tools: checkpoints, ONNX export, resume checks."
+        prog="helios",
+        description="Helios training tools: runs from a config, checkpoints, ONNX export, "
+        "resume checks.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _cli_fit.add_parser(commands)
 
     listing = commands.add_parser(
         "checkpoints",
@@ -208,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # A damaged checkpoint is reported by the command itself (a status or the error line).
     warnings.filterwarnings("ignore", category=CheckpointWarning)
+    if args.command == "fit":
+        return _cli_fit.fit(args)
     try:
         if args.command == "checkpoints":
             return checkpoints(args.run_dir)
