@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from helios.trainer._callbacks import Callback, EarlyStopping, TrainerState, TrainingProgressBar
 from helios.trainer._fit import FitResult
+from helios.trainer._non_finite import NonFiniteLossError, NonFiniteLossGuard
+from helios.trainer._performance import PEAK_TFLOPS, PerformanceMonitor
 from helios.trainer._settings import CheckpointStoreFactory, MetricLoggerFactory
 from helios.trainer._signals import (
     RESUMABLE_EXIT_CODE,
@@ -19,6 +21,7 @@ from helios.trainer._signals import (
 from helios.trainer._trainer import Trainer
 
 __all__ = [
+    "PEAK_TFLOPS",
     "RESUMABLE_EXIT_CODE",
     "SAME_REQUEST_SECONDS",
     "STOP_SIGNALS",
@@ -27,6 +30,9 @@ __all__ = [
     "EarlyStopping",
     "FitResult",
     "MetricLoggerFactory",
+    "NonFiniteLossError",
+    "NonFiniteLossGuard",
+    "PerformanceMonitor",
     "Trainer",
     "TrainerState",
     "TrainingAbortedError",

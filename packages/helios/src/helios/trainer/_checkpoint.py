@@ -91,6 +91,9 @@ class RunRecord:
         last_valid_step: the step of the last validation, if any.
         monitor: ``Model.monitor``, the metric "best" ranks checkpoints by (``None``: none).
         monitor_mode: ``Model.monitor_mode``, whether smaller or larger is better.
+        hparams: the run's hyper-parameters (the trainer's settings, ``Trainer(hparams=)`` and
+            ``Model.hparams``), as plain values; a resume compares its own with them.
+        skipped_steps: optimizer steps skipped for a non-finite loss (``non_finite="skip"``).
     """
 
     unit: str = "epoch"
@@ -102,13 +105,15 @@ class RunRecord:
     last_valid_step: int | None = None
     monitor: str | None = None
     monitor_mode: str = "min"
+    hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+    skipped_steps: int = 0
 
     def state_dict(self) -> dict[str, Any]:
         """The fields as a dict."""
         return dataclasses.asdict(self)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the fields (``last_valid_step`` and ``monitor*`` may be absent)."""
+        """Restore the fields; one an older checkpoint lacks keeps its default."""
         for field in dataclasses.fields(self):
             if field.name in state:
                 setattr(self, field.name, state[field.name])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +19,7 @@ from helios.core import CheckpointStore, ConfigurationError, DistributedContext,
 __all__ = [
     "DEFAULT_KEEP_CHECKPOINTS",
     "DEFAULT_TIMEOUT",
+    "NON_FINITE",
     "PRECISIONS",
     "CheckpointStoreFactory",
     "Devices",
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 PRECISIONS = ("32", "bf16", "16-mixed")
+NON_FINITE = ("stop", "skip", "ignore")
 DEFAULT_KEEP_CHECKPOINTS = 3
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 Devices = Literal["auto", "cpu"] | int | Sequence[int]
@@ -113,10 +115,14 @@ class Settings:
     distributed: DistributedContext | None
     callbacks: tuple[Any, ...] = ()
     dry_run: int | None = None
+    non_finite: Literal["stop", "skip", "ignore"] = "stop"
+    track_performance: bool = True
+    hparams: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         """Check every value, then the combinations."""
         self._check_values()
+        self._check_reporting()
         self._check_seams()
         _conflicts(
             "distributed",
@@ -175,6 +181,23 @@ class Settings:
             raise ConfigurationError(
                 f"resume must be 'auto', 'never' or the path of a checkpoint file; "
                 f"{self.resume!r} is not a file"
+            )
+
+    def _check_reporting(self) -> None:
+        if self.non_finite not in NON_FINITE:
+            raise ConfigurationError(
+                f"non_finite must be one of {NON_FINITE}, got {self.non_finite!r}"
+            )
+        if not isinstance(self.track_performance, bool):
+            raise ConfigurationError(
+                f"track_performance must be True or False, got {self.track_performance!r}"
+            )
+        hparams = self.hparams
+        if hparams is not None and (
+            not isinstance(hparams, Mapping) or not all(isinstance(k, str) for k in hparams)
+        ):
+            raise ConfigurationError(
+                f"hparams must be a dict of str names to values, or None, got {hparams!r}"
             )
 
     def _check_seams(self) -> None:
