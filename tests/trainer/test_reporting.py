@@ -148,7 +148,7 @@ def test_every_logging_point_has_throughput_timing_and_memory(run: Path) -> None
             record["time/data_wait"] / record["time/step"]
         )
         assert record["memory/peak_rss_mb"] > 10
-        assert "time/step_slowest" not in record  # one process
+        assert "time/slowest_rank" not in record  # one process
         assert record["epoch"] == 0 and isinstance(record["epoch"], int)
         assert abs(record["time"] - (run / "metrics.jsonl").stat().st_mtime) < 600
 
@@ -289,3 +289,36 @@ def test_performance_settings_are_checked(tmp_path: Path) -> None:
         NonFiniteLossGuard("x")
     with pytest.raises(ConfigurationError, match="hparams must be a dict"):
         trainer(tmp_path, hparams=[1, 2])
+
+
+@pytest.mark.slow  # one launch of 2 Gloo processes
+def test_a_rank_that_sleeps_in_its_step_is_named(tmp_path: Path) -> None:
+    from slow_rank_job import SLEEP_S, SleepyRank
+    from toy_training import ToyData
+
+    Trainer(
+        tmp_path,
+        unit="iteration",
+        total=6,
+        log_every=2,
+        devices=2,
+        progress=False,
+        tensorboard=False,
+        callbacks=[PerformanceMonitor(slow_rank_factor=2, slow_rank_patience=2)],
+    ).fit(SleepyRank(), ToyData())
+    records = training_records(tmp_path)
+    assert sorted(records) == [2, 4, 6]
+    for step, record in records.items():
+        assert record["time/slowest_rank"] == 1, step
+        assert record["time/rank_work_slowest"] >= SLEEP_S, step
+        if step > 2:  # the first window holds the first batch's one-off costs
+            assert record["time/rank_work_fastest"] < SLEEP_S / 2, step
+        # the fast rank waits for the slow one at every gradient exchange: wall time is shared
+        assert record["time/step"] >= SLEEP_S, step
+        assert record["throughput/samples_per_sec"] == pytest.approx(
+            2 * record["throughput/samples_per_sec_per_rank"]
+        )
+    log = (tmp_path / "logs" / "rank-0.log").read_text(encoding="utf-8")
+    warnings = [line for line in log.splitlines() if "is slower than the others" in line]
+    assert len(warnings) == 1, log  # once, after two slow windows in a row (of three)
+    assert "rank 1 is slower than the others in 2 logging windows in a row" in warnings[0]

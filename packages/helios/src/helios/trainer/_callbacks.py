@@ -61,6 +61,8 @@ class TrainerState:
             ``next(loader)``, its start included) in this ``fit``, a running total.
         samples: training samples this process has taken in this ``fit`` (the first dimension of
             a batch's first tensor), a running total.
+        forward_time: seconds this process has spent in ``Model.train_step`` in this ``fit``
+            (host clock), a running total.
         unlogged: the running sums of the training metrics since the last logging point, on the
             device (reading one waits for the device).
         last_checkpoint: the newest checkpoint of this run (this ``fit``'s or the one it resumed
@@ -77,6 +79,7 @@ class TrainerState:
     distributed: DistributedContext | None = None
     data_wait: float = 0.0
     samples: int = 0
+    forward_time: float = 0.0
     unlogged: RunningMeans | None = None
     last_checkpoint: Path | None = None
     skipped_steps: int = 0

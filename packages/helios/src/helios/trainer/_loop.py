@@ -235,6 +235,7 @@ class FitLoop:
             metrics = self.step.train_batch(batch, window=window, last_in_window=last_in_window)
             if not self.step.skipped_batch:
                 self.train_means.add(metrics)
+            view.forward_time = self.step.forward_seconds
             self._hook("on_training_batch_end", state)
             waited = clock()
             if not last_in_window:

@@ -6,7 +6,9 @@ logging point; a window never spans a validation (its time is left out, and logg
 ``time/validation``) nor a restart (a resumed run logs no timing for a window that began before
 it started). Under DDP one all-reduce of a few numbers per rank at each logging point gives the
 figures of every rank, so the slowest and fastest rank are known and a rank that stays slower
-than the others is named in a warning.
+than the others is named in a warning. A rank's speed is its own work per step -- the wait for
+its loader and ``train_step`` -- because its wall time per step is not: DDP's gradient exchange
+makes every rank wait for the slowest, so all ranks take the same wall time.
 
 MFU (model FLOPs utilisation) needs the FLOPs of a batch -- measured once, on the first batch
 of the ``fit``, with ``torch.utils.flop_counter.FlopCounterMode`` (forward and backward), or
@@ -45,8 +47,9 @@ PEAK_TFLOPS: dict[str, dict[str, float]] = {
     "RTX 4090": {"16": 165.2, "32": 82.6},
 }
 _MB = 2**20
-# per rank: window seconds, data wait, batches, samples, peak RSS, CUDA allocated, CUDA reserved
-_FIELDS = 7
+# per rank: window seconds, data wait, batches, samples, peak RSS, CUDA allocated, CUDA reserved,
+# seconds in train_step
+_FIELDS = 8
 
 
 def peak_flops_of(device: torch.device, precision: str) -> float | None:
@@ -100,8 +103,9 @@ class PerformanceMonitor(Callback):
     ``time/step``                             seconds per optimizer step (mean over processes)
     ``time/data_wait``                        seconds per step spent waiting for the loader
     ``time/data_wait_share``                  that as a share of the step time
-    ``time/step_slowest``, ``_fastest``       the slowest and fastest process (DDP only),
-    ``time/slowest_rank``                     and the slowest one's rank
+    ``time/rank_work_slowest``, ``_fastest``  a process's own work per step (loader wait and
+                                              ``train_step``): the slowest and fastest process
+    ``time/slowest_rank``                     and the slowest one's rank (DDP only, all three)
     ``memory/peak_rss_mb``                    peak resident memory of a process (largest)
     ``memory/peak_allocated_mb``, ``_reserved_mb`` peak CUDA memory in the window (largest)
     ========================================= ================================================
@@ -112,8 +116,8 @@ class PerformanceMonitor(Callback):
         flops_per_batch: FLOPs of one training batch on one process (forward and backward);
             ``None`` measures them on the first batch when a peak is known.
         tokens_metric: the name of the metric ``train_step`` returns with the tokens of a batch.
-        slow_rank_factor: a process whose step time exceeds this many times the median of the
-            others is slow.
+        slow_rank_factor: a process whose own work per step exceeds this many times the median
+            of the others' is slow.
         slow_rank_patience: after this many logging windows in a row in which the same process
             was slow, a warning names it.
 
@@ -155,13 +159,19 @@ class PerformanceMonitor(Callback):
         self._slow: tuple[int, int] = (-1, 0)  # (rank, windows in a row)
         self._clock: float | None = None
         self._elapsed = 0.0
-        self._start: tuple[int, int, int, float] = (0, 0, 0, 0.0)
+        self._start: tuple[int, int, int, float, float] = (0, 0, 0, 0.0, 0.0)
 
     # ---- the window -------------------------------------------------------------------------
 
     def _start_window(self, state: TrainerState) -> None:
         training = state.training
-        self._start = (training.step, training.batches, state.samples, state.data_wait)
+        self._start = (
+            training.step,
+            training.batches,
+            state.samples,
+            state.data_wait,
+            state.forward_time,
+        )
         self._elapsed = 0.0
         self._clock = time.perf_counter()
 
@@ -218,7 +228,7 @@ class PerformanceMonitor(Callback):
         """This process's figures of the window just ended (and start the next window)."""
         now = time.perf_counter()
         elapsed = self._elapsed + (now - self._clock if self._clock is not None else 0.0)
-        _, batches, samples, wait = self._start
+        _, batches, samples, wait, forward = self._start
         training = state.training
         figures = [
             elapsed,
@@ -228,6 +238,7 @@ class PerformanceMonitor(Callback):
             _peak_rss_mb(),
             0.0,
             0.0,
+            state.forward_time - forward,
         ]
         device = self._device
         if device.type == "cuda" and torch.cuda.is_available():
@@ -263,7 +274,12 @@ class PerformanceMonitor(Callback):
             metrics["memory/peak_allocated_mb"] = max(row[5] for row in rows)
             metrics["memory/peak_reserved_mb"] = max(row[6] for row in rows)
         if len(rows) > 1:
-            self._watch_slow_ranks(state, [row[0] / steps for row in rows])
+            work = [(row[1] + row[7]) / steps for row in rows]
+            slowest = max(range(len(work)), key=work.__getitem__)
+            metrics["time/rank_work_slowest"] = work[slowest]
+            metrics["time/rank_work_fastest"] = min(work)
+            metrics["time/slowest_rank"] = slowest
+            self._watch_slow_ranks(state, work)
         return metrics
 
     def _throughput(self, state: TrainerState, rows: list[list[float]]) -> dict[str, float]:
@@ -297,29 +313,25 @@ class PerformanceMonitor(Callback):
             "time/data_wait": sum(row[1] for row in rows) / world / steps,
             "time/data_wait_share": sum(row[1] / row[0] for row in rows) / world,
         }
-        if world > 1:
-            slowest = max(range(world), key=step_times.__getitem__)
-            metrics["time/step_slowest"] = step_times[slowest]
-            metrics["time/step_fastest"] = min(step_times)
-            metrics["time/slowest_rank"] = slowest
         return metrics
 
-    def _watch_slow_ranks(self, state: TrainerState, step_times: list[float]) -> None:
+    def _watch_slow_ranks(self, state: TrainerState, work: list[float]) -> None:
         """Warn (rank 0) when one rank was slow in ``slow_rank_patience`` windows in a row."""
-        slowest = max(range(len(step_times)), key=step_times.__getitem__)
-        others = statistics.median(t for rank, t in enumerate(step_times) if rank != slowest)
-        slow = others > 0 and step_times[slowest] > self.slow_rank_factor * others
+        slowest = max(range(len(work)), key=work.__getitem__)
+        others = statistics.median(t for rank, t in enumerate(work) if rank != slowest)
+        slow = others > 0 and work[slowest] > self.slow_rank_factor * others
         rank, streak = self._slow
         streak = (streak + 1 if rank == slowest else 1) if slow else 0
         self._slow = (slowest if slow else -1, streak)
         if streak and streak % self.slow_rank_patience == 0 and state.is_main_process:
             logging.getLogger(LOGGER_NAME).warning(
-                "rank %d is slower than the others in %d logging windows in a row: %.4f s per "
-                "step against %.4f s (the median of the other ranks), more than %.2g times; "
-                "look at its data loading, its device or its node",
+                "rank %d is slower than the others in %d logging windows in a row: its own work "
+                "(loader wait and train_step) takes %.4f s per step against %.4f s (the median "
+                "of the other ranks), more than %.2g times; the others wait for it at every "
+                "gradient exchange: look at its data loading, its device or its node",
                 slowest,
                 streak,
-                step_times[slowest],
+                work[slowest],
                 others,
                 self.slow_rank_factor,
             )

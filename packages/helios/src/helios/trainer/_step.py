@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -116,6 +117,9 @@ class TrainStep:
         #: Whether the last batch's loss was not finite (skip mode): its metrics are not logged.
         self.skipped_batch = False
         self._window_poisoned = False
+        #: Seconds spent in ``train_step`` (host clock), a running total: a rank's own work
+        #: before it exchanges gradients, where a slow rank shows under DDP.
+        self.forward_seconds = 0.0
 
     def train_batch(self, batch: Any, *, window: int, last_in_window: bool) -> dict[str, Any]:
         """Forward and backward of one batch, and the optimizer step if it ends the window.
@@ -145,8 +149,10 @@ class TrainStep:
 
     def _forward_backward(self, batch: Any, window: int) -> dict[str, Any]:
         """``train_step`` under autocast, then backward of the (scaled) loss of the window."""
+        started = time.perf_counter()
         with self.precision.autocast():
             output = self.model.train_step(batch, self.state)
+        self.forward_seconds += time.perf_counter() - started
         loss, metrics = split_output(output, automatic=self.automatic)
         if self.automatic:
             assert loss is not None
