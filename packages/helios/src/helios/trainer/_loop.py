@@ -14,13 +14,15 @@ The order of hooks and decisions, in one process (every rank runs the same)::
             if the window ended and the epoch did not:  after_step(epoch_done=False)
         after_step(epoch_done=True)
     if not interrupted:
+        log the last, partial window of training means, if any
         model.on_training_end(); callbacks.on_training_end
         validate, unless this step was validated
-    checkpoint, unless this step has one (always when finished)
+    checkpoint, unless this step has one (always when finished); the summary line
     callbacks.on_fit_exit                                        # also after an exception
 
     after_step(epoch_done):
-        every log_every steps: log the training means (one all-reduce), callbacks.on_log
+        every log_every steps: the training means (one all-reduce), callbacks.collect_metrics,
+            log them, callbacks.on_log
         unit="iteration": every valid_every steps validate; checkpoint due every
             checkpoint_every steps
         epoch_done: model.on_training_epoch_end(epoch); callbacks.…; epoch schedulers; epoch += 1

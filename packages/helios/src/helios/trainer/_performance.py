@@ -46,6 +46,11 @@ PEAK_TFLOPS: dict[str, dict[str, float]] = {
     "V100": {"16": 125.0, "32": 15.7},
     "RTX 4090": {"16": 165.2, "32": 82.6},
 }
+"""Dense peak TFLOP/s per device of common GPUs, by part of their ``torch.cuda`` name.
+
+``"16"`` is the bf16/fp16 figure (``precision="bf16"`` or ``"16-mixed"``), ``"32"`` the fp32 one.
+Give :class:`PerformanceMonitor` ``peak_flops`` for a device that is not listed, or to override.
+"""
 _MB = 2**20
 # per rank: window seconds, data wait, batches, samples, peak RSS, CUDA allocated, CUDA reserved,
 # seconds in train_step
@@ -89,26 +94,20 @@ class PerformanceMonitor(Callback):
     """Throughput, timing, MFU and memory at every logging point; the slowest rank under DDP.
 
     Built in (``Trainer(track_performance=False)`` drops it); pass your own in ``callbacks`` to
-    configure it. What it adds to each training record:
+    configure it. What it adds to each training record (see the monitoring guide):
 
-    ========================================= ================================================
-    ``throughput/samples_per_sec``            samples per second, all processes together
-    ``throughput/samples_per_sec_per_rank``   ... per process (mean)
-    ``throughput/batches_per_sec``            batches per second, all processes (and
-                                              ``..._per_rank``)
-    ``throughput/tokens_per_sec``             when ``train_step`` returns a ``tokens`` metric
-                                              (tokens in the batch; and ``..._per_rank``)
-    ``throughput/flops_per_sec``              FLOP/s per process, when the FLOPs are known
-    ``throughput/mfu``                        that over the peak FLOP/s, when both are known
-    ``time/step``                             seconds per optimizer step (mean over processes)
-    ``time/data_wait``                        seconds per step spent waiting for the loader
-    ``time/data_wait_share``                  that as a share of the step time
-    ``time/rank_work_slowest``, ``_fastest``  a process's own work per step (loader wait and
-                                              ``train_step``): the slowest and fastest process
-    ``time/slowest_rank``                     and the slowest one's rank (DDP only, all three)
-    ``memory/peak_rss_mb``                    peak resident memory of a process (largest)
-    ``memory/peak_allocated_mb``, ``_reserved_mb`` peak CUDA memory in the window (largest)
-    ========================================= ================================================
+    - ``throughput/samples_per_sec`` and ``throughput/batches_per_sec``: all processes together,
+      and ``..._per_rank``: the mean of one process;
+    - ``throughput/tokens_per_sec`` (and ``..._per_rank``): when ``train_step`` returns a
+      ``tokens`` metric, the tokens in its batch;
+    - ``throughput/flops_per_sec`` (one process) when the FLOPs are known, and
+      ``throughput/mfu``, that over the peak FLOP/s, when both are known;
+    - ``time/step``: seconds per optimizer step; ``time/data_wait``: seconds per step spent
+      waiting for the loader; ``time/data_wait_share``: that as a share of the step;
+    - under DDP, ``time/rank_work_slowest``, ``time/rank_work_fastest`` and
+      ``time/slowest_rank``: a process's own work per step (loader wait and ``train_step``);
+    - ``memory/peak_rss_mb``: peak resident memory of a process (the largest); on CUDA,
+      ``memory/peak_allocated_mb`` and ``memory/peak_reserved_mb`` in the window.
 
     Args:
         peak_flops: the peak FLOP/s of one device at the run's precision; ``None`` looks a GPU
