@@ -10,7 +10,7 @@ from __future__ import annotations
 from helios.trainer._callbacks import Callback, EarlyStopping, TrainerState, TrainingProgressBar
 from helios.trainer._fit import FitResult
 from helios.trainer._non_finite import NonFiniteLossError, NonFiniteLossGuard
-from helios.trainer._performance import PEAK_TFLOPS, PerformanceMonitor
+from helios.trainer._performance import PerformanceMonitor
 from helios.trainer._settings import CheckpointStoreFactory, MetricLoggerFactory
 from helios.trainer._signals import (
     RESUMABLE_EXIT_CODE,
@@ -21,7 +21,6 @@ from helios.trainer._signals import (
 from helios.trainer._trainer import Trainer
 
 __all__ = [
-    "PEAK_TFLOPS",
     "RESUMABLE_EXIT_CODE",
     "SAME_REQUEST_SECONDS",
     "STOP_SIGNALS",

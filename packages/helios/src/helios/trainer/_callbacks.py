@@ -158,6 +158,16 @@ class Callback:
         return False
 
 
+def _overrides(callback: Callback, hook: str) -> bool:
+    """Whether ``callback`` may do something at ``hook`` (its class or its lookup changes it)."""
+    kind = type(callback)
+    if kind.__getattribute__ is not object.__getattribute__:
+        return True
+    if hook in getattr(callback, "__dict__", {}):
+        return True
+    return getattr(kind, hook) is not getattr(Callback, hook)
+
+
 def _is_stateful(callback: object) -> bool:
     return callable(getattr(callback, "state_dict", None)) and callable(
         getattr(callback, "load_state_dict", None)
@@ -192,10 +202,16 @@ class Callbacks:
                 )
             keys[key] = callback
         self.stateful = keys
+        # Per hook, the callbacks that do something there: the per-batch hooks then cost
+        # nothing for the built-ins that leave them alone.
+        self.hooked = {
+            hook: [c for c in self.callbacks if _overrides(c, hook)]
+            for hook in (*HOOKS, "should_training_stop")
+        }
 
     def call(self, hook: str, state: TrainerState, model: Model) -> None:
         """Call ``hook`` of every callback, in order."""
-        for callback in self.callbacks:
+        for callback in self.hooked.get(hook, self.callbacks):
             getattr(callback, hook)(state, model)
 
     def collect_metrics(self, state: TrainerState, model: Model) -> dict[str, float]:
@@ -207,7 +223,8 @@ class Callbacks:
 
     def should_training_stop(self, state: TrainerState, model: Model) -> bool:
         """Whether any callback asks to end training."""
-        return any(callback.should_training_stop(state, model) for callback in self.callbacks)
+        stoppers = self.hooked["should_training_stop"]
+        return any(callback.should_training_stop(state, model) for callback in stoppers)
 
     def state_dict(self) -> dict[str, Any]:
         """Every stateful callback's state, by ``state_key``."""
@@ -286,6 +303,8 @@ class TrainingProgressBar(Callback):
 
     def _open(self, total: int, initial: int, desc: str) -> None:
         self.bar = ProgressBar(total, initial=initial, desc=desc, unit="step", enabled=self.enabled)
+        if self.postfix:
+            self.bar.set_postfix({name: f"{value:.4g}" for name, value in self.postfix.items()})
 
     def _close(self) -> None:
         if self.bar is not None:

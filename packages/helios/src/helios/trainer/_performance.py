@@ -111,7 +111,8 @@ class PerformanceMonitor(Callback):
 
     Args:
         peak_flops: the peak FLOP/s of one device at the run's precision; ``None`` looks a GPU
-            up in :data:`PEAK_TFLOPS` (a CPU has no MFU unless given).
+            up in a small table of common ones (H200, H100, A100, L40S, L4, A10, V100, RTX 4090;
+            dense bf16/fp16 or fp32 figures); a CPU has no MFU unless given.
         flops_per_batch: FLOPs of one training batch on one process (forward and backward);
             ``None`` measures them on the first batch when a peak is known.
         tokens_metric: the name of the metric ``train_step`` returns with the tokens of a batch.
