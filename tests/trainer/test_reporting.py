@@ -322,3 +322,25 @@ def test_a_rank_that_sleeps_in_its_step_is_named(tmp_path: Path) -> None:
     warnings = [line for line in log.splitlines() if "is slower than the others" in line]
     assert len(warnings) == 1, log  # once, after two slow windows in a row (of three)
     assert "rank 1 is slower than the others in 2 logging windows in a row" in warnings[0]
+
+
+class OverflowingGradients(Classifier):
+    """A finite loss whose gradients overflow on the steps in ``nan_at``, as under AMP."""
+
+    def train_step(self, batch: Any, state: TrainingState) -> dict[str, torch.Tensor]:
+        x, y = batch
+        out = self.net(x)
+        if state.step in self.nan_at:
+            out.register_hook(lambda grad: grad * float("inf"))
+        return {"loss": nn.functional.cross_entropy(out.float(), y)}
+
+
+def test_a_grad_scaler_skipped_step_is_not_a_non_finite_loss(tmp_path: Path) -> None:
+    result = trainer(
+        tmp_path, precision="16-mixed", non_finite="skip", total=3, valid_every=None
+    ).fit(OverflowingGradients(nan_at=(1,)), Points())
+    assert result.complete
+    (record,) = training_records(tmp_path).values()
+    assert record["train/skipped_steps"] == 0 and math.isfinite(record["train/loss"])
+    scaler = final_checkpoint(tmp_path)["scaler"]
+    assert scaler["scale"] < 2.0**16  # the scaler skipped the step and halved its scale
