@@ -11,7 +11,7 @@ from toy_training import ToyModel
 
 from helios.core import TrainingState
 
-SLEEP_S = 0.1
+SLEEP_S = 0.25
 
 
 class SleepyRank(ToyModel):
