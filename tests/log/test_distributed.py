@@ -155,6 +155,7 @@ def test_two_ranks_only_rank_0_writes_and_rank_1_keeps_its_traceback(
     ]
     assert [e.value for e in accumulator.Scalars("acc")] == [1.0] * 5
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(isinstance(record.pop("time"), float) for record in records)
     assert records == [{"step": s, "acc": 1.0, "loss": s + 5.0} for s in range(1, 6)]
     hyperparameters = accumulator.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     assert b"rank_that_wrote" in hyperparameters

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,11 @@ from helios.log import MetricsFileLogger
 
 
 def records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    """The records, each checked for its wall time, which is then dropped."""
+    found = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    for record in found:
+        assert abs(record.pop("time") - time.time()) < 600, record
+    return found
 
 
 def test_implements_the_metric_logger_protocol(tmp_path: Path) -> None:
@@ -106,3 +111,20 @@ def test_mistakes_are_reported(tmp_path: Path) -> None:
     logger.close()
     with pytest.raises(HeliosError, match="after close"):
         logger.log_scalars({"loss": 1.0}, 1)
+
+
+def test_non_finite_values_are_null_and_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "metrics.jsonl"
+    logger = MetricsFileLogger(path)
+    logger.log_scalars(
+        {"train/loss": float("nan"), "grad": torch.tensor(float("inf")), "epoch": 2}, 3
+    )
+    logger.close()
+    line = path.read_text(encoding="utf-8")
+    record = json.loads(line, parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
+    assert record["train/loss"] is None and record["grad"] is None
+    assert record["epoch"] == 2 and isinstance(record["epoch"], int)
+    assert "'train/loss' is nan at step 3" in caplog.text
+    assert "'grad' is inf at step 3" in caplog.text

@@ -52,6 +52,24 @@ def metric_series(run_dir: str | Path, name: str) -> list[tuple[int, float]]:
     return series
 
 
+MEASURED_PREFIXES = ("throughput/", "time/", "memory/")
+"""Metrics that measure the machine (the PerformanceMonitor's): no two runs share them."""
+
+
+def comparable_records(run_dir: str | Path) -> list[dict[str, Any]]:
+    """metrics.jsonl's records in file order, without the wall time and the measured metrics.
+
+    What is left (steps, epochs, training, validation and test metrics) is what an interrupted
+    and resumed run must log exactly as an uninterrupted one.
+    """
+    found = []
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        record.pop("time", None)  # (records of older Helios versions have none)
+        found.append({k: v for k, v in record.items() if not k.startswith(MEASURED_PREFIXES)})
+    return found
+
+
 def assert_same_training(run_a: Path, run_b: Path) -> None:
     """Final parameters, optimizer and scheduler state, position and loss series are identical."""
     a, b = final_checkpoint(run_a), final_checkpoint(run_b)

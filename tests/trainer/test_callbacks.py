@@ -78,6 +78,7 @@ def test_callbacks_run_after_the_model_hook_of_the_same_name_in_order(tmp_path: 
         "callback.on_validation_end",
         "model.on_training_end",
         "callback.on_training_end",
+        "callback.on_checkpoint_start",
         "callback.on_fit_exit",
     ]
 

@@ -15,7 +15,6 @@ record by record, with a straight run.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import warnings
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 import torch
-from resume_checks import assert_same_training, final_checkpoint
+from resume_checks import assert_same_training, comparable_records, final_checkpoint
 from state_checks import assert_nested_equal
 from toy_training import ToyData, ToyModel
 
@@ -75,7 +74,7 @@ def train(run_dir: Path, settings: dict[str, Any], model: EdgeModel | None = Non
 
 
 def records(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return comparable_records(run_dir)
 
 
 def assert_same_run(straight: Path, resumed: Path) -> None:

@@ -24,7 +24,10 @@ measures the work done, where wall time would measure the neighbours); with work
 spread over processes, so wall time is used and the figure is noisier.
 
     uv run python tools/bench/overhead.py [--rounds 5] [--short 1000] [--long 4000]
-        [--workers 0 2] [--no-augment] [--no-loop-only]
+        [--workers 0 2] [--no-augment] [--no-loop-only] [--monitors-off]
+
+``--monitors-off`` adds the whole path without the performance monitor
+(``Trainer(track_performance=False)``), to show what the monitor costs.
 """
 
 from __future__ import annotations
@@ -173,7 +176,7 @@ def epochs_of(loader: DataLoader[Any]) -> Iterator[Any]:
         yield from loader
 
 
-def trainer(run_dir: str, steps: int) -> Trainer:
+def trainer(run_dir: str, steps: int, *, track_performance: bool = True) -> Trainer:
     return Trainer(
         run_dir,
         unit="iteration",
@@ -184,6 +187,7 @@ def trainer(run_dir: str, steps: int) -> Trainer:
         tensorboard=False,
         progress=False,
         keep_checkpoints=1,
+        track_performance=track_performance,
     )
 
 
@@ -198,8 +202,13 @@ def torch_loader(dataset: TensorDataset, workers: int) -> DataLoader[Any]:
     )
 
 
-def runners(dataset: TensorDataset, workers: int, clock: Callable[[], float]) -> dict[str, Runner]:
-    """The whole-path runners: each trains ``steps`` steps and returns the time it took."""
+def runners(
+    dataset: TensorDataset, workers: int, clock: Callable[[], float], *, monitors_off: bool = False
+) -> dict[str, Runner]:
+    """The whole-path runners: each trains ``steps`` steps and returns the time it took.
+
+    ``monitors_off`` adds ``no-monitors``: Helios without its PerformanceMonitor.
+    """
 
     def hand_written(steps: int) -> float:
         started = clock()
@@ -213,7 +222,16 @@ def runners(dataset: TensorDataset, workers: int, clock: Callable[[], float]) ->
             trainer(run_dir, steps).fit(Classifier(), Data(dataset, workers))
             return clock() - started
 
+    def without_monitors(steps: int) -> float:
+        with tempfile.TemporaryDirectory() as run_dir:
+            started = clock()
+            run = trainer(run_dir, steps, track_performance=False)
+            run.fit(Classifier(), Data(dataset, workers))
+            return clock() - started
+
     found: dict[str, Runner] = {"hand-written": hand_written, "helios": with_helios}
+    if monitors_off:
+        found["no-monitors"] = without_monitors
     if importlib.util.find_spec("lightning") is not None:
         found["Lightning"] = lambda steps: with_lightning(dataset, workers, steps, clock)
     return found
@@ -306,6 +324,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--no-augment", action="store_true", help="skip the augmented figure")
     parser.add_argument("--no-loop-only", action="store_true", help="skip the loop-only figure")
+    parser.add_argument(
+        "--monitors-off",
+        action="store_true",
+        help="also time the whole path with Trainer(track_performance=False)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset = make_dataset()
@@ -317,7 +340,8 @@ def main() -> None:
     for workers in args.workers:
         clock = time.process_time if workers == 0 else time.perf_counter
         kind = "CPU time" if workers == 0 else "wall time"
-        per_step = measure(runners(dataset, workers, clock), args.rounds, args.short, args.long)
+        found = runners(dataset, workers, clock, monitors_off=args.monitors_off)
+        per_step = measure(found, args.rounds, args.short, args.long)
         report(
             f"whole path, DataModule + Trainer.fit vs DataLoader + hand-written loop, "
             f"num_workers={workers} ({kind}):",

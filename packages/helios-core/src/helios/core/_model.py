@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import inspect
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -101,6 +102,9 @@ class Model(abc.ABC):
         #: Metrics of the last test pass, averaged over every sample of every process.
         self.test_metrics: dict[str, float] = {}
         self._best_monitored: float | None = None
+        #: The hyper-parameters of this model (see :meth:`save_hyperparameters`), written with
+        #: the trainer's settings to TensorBoard and ``metrics.hparams.json``.
+        self.hparams: dict[str, Any] = dict(getattr(self, "hparams", {}))
         setattr(self, INITIALISED, True)  # checked when training starts
 
     # ---- what the user writes -------------------------------------------------------------
@@ -197,6 +201,51 @@ class Model(abc.ABC):
         steps without a trace in the run folder, use the trainer's ``dry_run`` setting.
         """
         return False
+
+    def save_hyperparameters(self, *names: str, **values: Any) -> None:
+        """Record the arguments of the calling ``__init__`` in :attr:`hparams`.
+
+        As Lightning's ``save_hyperparameters``: call it in your ``__init__``; without names it
+        takes every argument but ``self`` (``**kwargs`` spread out), with names only those.
+        Keyword arguments are recorded as they are given (e.g. a value computed in ``__init__``).
+
+        Example:
+            >>> class Classifier(Model):  # doctest: +SKIP
+            ...     def __init__(self, lr: float = 1e-3, width: int = 64) -> None:
+            ...         super().__init__()
+            ...         self.save_hyperparameters()  # hparams == {"lr": 0.001, "width": 64}
+
+        Raises:
+            ConfigurationError: a name is not an argument of the calling ``__init__``.
+        """
+        frame = inspect.currentframe()
+        caller = frame.f_back if frame is not None else None
+        found: dict[str, Any] = {}
+        if caller is not None:
+            arguments = inspect.getargvalues(caller)
+            for name in arguments.args:
+                if arguments.locals.get(name) is not self:
+                    found[name] = arguments.locals[name]
+            if arguments.keywords is not None:
+                found.update(arguments.locals.get(arguments.keywords) or {})
+        del frame, caller
+        if names:
+            missing = [name for name in names if name not in found]
+            if missing:
+                raise ConfigurationError(
+                    f"save_hyperparameters: {missing} are not arguments of the calling "
+                    f"__init__ (its arguments: {sorted(found)})"
+                )
+            found = {name: found[name] for name in names}
+        hparams = dict(getattr(self, "hparams", {}))
+        hparams.update(found)
+        hparams.update(values)
+        self.hparams = hparams
+
+    @property
+    def best_monitored(self) -> float | None:
+        """The best value of ``monitor`` so far, as :meth:`have_metrics_improved` keeps it."""
+        return self._best_monitored
 
     def have_metrics_improved(self) -> bool:
         """Whether the last validation improved on the best so far (drives early stopping).

@@ -1,9 +1,11 @@
 """A ``MetricLogger`` that appends JSON lines to a plain file, for tools that are not TensorBoard.
 
 Each call to :meth:`MetricsFileLogger.log_scalars` appends one line,
-``{"step": 41, "train/loss": 0.25, ...}``, readable by ``pandas.read_json(path, lines=True)``
-or a ten-line script. Lines reach the operating system as they are logged, so a killed process
-loses none; ``flush`` also makes them durable on disk.
+``{"step": 41, "time": 1764680000.25, "train/loss": 0.25, ...}`` (``time``: when it was logged,
+in seconds since the Unix epoch), readable by ``pandas.read_json(path, lines=True)`` or a
+ten-line script. Every line is strict JSON: a NaN or infinite value is written as ``null``, and
+a warning names the metric (once per metric). Lines reach the operating system as they are
+logged, so a killed process loses none; ``flush`` also makes them durable on disk.
 
 Resuming rewrites the file without the records of steps after the checkpoint (and without a
 last line torn by a crash), atomically: the new content goes to a temporary file in the same
@@ -16,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -65,6 +69,11 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
+def _json_value(value: float) -> float | None:
+    """A float as strict JSON allows it: ``None`` (``null``) for NaN and infinities."""
+    return value if math.isfinite(value) else None
+
+
 class MetricsFileLogger:
     """Metrics as JSON lines, one record per :meth:`log_scalars` call.
 
@@ -88,6 +97,7 @@ class MetricsFileLogger:
         self.enabled = enabled
         self._file: IO[str] | None = None
         self._closed = False
+        self._warned_non_finite: set[str] = set()
 
     @property
     def hyperparameters_path(self) -> Path:
@@ -103,7 +113,7 @@ class MetricsFileLogger:
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = self.path.open("a", encoding="utf-8")
-            self._file.write(json.dumps(record) + "\n")
+            self._file.write(json.dumps(record, allow_nan=False) + "\n")
             self._file.flush()  # to the operating system: a killed process loses no line
         except OSError as exc:
             self._abandon_file()
@@ -120,7 +130,10 @@ class MetricsFileLogger:
             self._file = None
 
     def log_scalars(self, metrics: Mapping[str, float], step: int) -> None:
-        """Append ``{"step": step, name: value, ...}``.
+        """Append ``{"step": step, "time": now, name: value, ...}``.
+
+        Integers (not bools) stay integers (``"epoch": 2``); other values are floats, and a
+        non-finite one is written as ``null`` with a warning naming the metric.
 
         Raises:
             ConfigurationError: ``step`` is negative, a metric is called ``"step"`` or a value
@@ -132,16 +145,37 @@ class MetricsFileLogger:
                 "MetricsFileLogger.log_scalars: a metric may not be called 'step' (the key of "
                 "the step in every record)"
             )
-        record: dict[str, Any] = {"step": step}
-        record.update((name, scalar_value(name, value)) for name, value in metrics.items())
+        if "time" in metrics:
+            raise ConfigurationError(
+                "MetricsFileLogger.log_scalars: a metric may not be called 'time' (the key of "
+                "the wall time in every record)"
+            )
+        record: dict[str, Any] = {"step": step, "time": round(time.time(), 3)}
+        for name, value in metrics.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                record[name] = value
+                continue
+            number = _json_value(scalar_value(name, value))
+            if number is None and name not in self._warned_non_finite:
+                self._warned_non_finite.add(name)
+                _logger.warning(
+                    "%s: metric %r is %s at step %d; written as null (JSON has no NaN or infinity)",
+                    self.path,
+                    name,
+                    scalar_value(name, value),
+                    step,
+                )
+            record[name] = number
         self._append(record, "log_scalars")
 
     def log_text(self, tag: str, text: str, step: int) -> None:
-        """Append ``{"step": step, tag: text}``."""
+        """Append ``{"step": step, "time": now, tag: text}``."""
         _check_step(step, "log_text")
         if tag == "step":
             raise ConfigurationError("MetricsFileLogger.log_text: tag may not be 'step'")
-        self._append({"step": step, tag: str(text)}, "log_text")
+        if tag == "time":
+            raise ConfigurationError("MetricsFileLogger.log_text: tag may not be 'time'")
+        self._append({"step": step, "time": round(time.time(), 3), tag: str(text)}, "log_text")
 
     def log_hyperparameters(
         self, params: Mapping[str, Any], metrics: Mapping[str, float] | None = None
@@ -157,12 +191,19 @@ class MetricsFileLogger:
         if not self.enabled:
             return
         content = {
-            "hyperparameters": dict(params),
-            "metrics": {name: scalar_value(name, value) for name, value in (metrics or {}).items()},
+            "hyperparameters": {
+                name: str(value) if isinstance(value, float) and not math.isfinite(value) else value
+                for name, value in params.items()
+            },
+            "metrics": {
+                name: _json_value(scalar_value(name, value))
+                for name, value in (metrics or {}).items()
+            },
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(
-            self.hyperparameters_path, json.dumps(content, indent=2, default=str) + "\n"
+            self.hyperparameters_path,
+            json.dumps(content, indent=2, default=str, allow_nan=False) + "\n",
         )
 
     def resume(self, step: int) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from helios.trainer._callbacks import Callback, EarlyStopping, TrainerState, TrainingProgressBar
 from helios.trainer._config import ConfiguredRun, from_config
 from helios.trainer._fit import FitResult
+from helios.trainer._non_finite import NonFiniteLossError, NonFiniteLossGuard
+from helios.trainer._performance import PerformanceMonitor
 from helios.trainer._settings import (
     SAFE_TO_CHANGE_ON_RESUME,
     CheckpointStoreFactory,
@@ -34,6 +36,9 @@ __all__ = [
     "EarlyStopping",
     "FitResult",
     "MetricLoggerFactory",
+    "NonFiniteLossError",
+    "NonFiniteLossGuard",
+    "PerformanceMonitor",
     "Trainer",
     "TrainerState",
     "TrainingAbortedError",

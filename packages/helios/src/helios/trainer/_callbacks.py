@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from helios.core import ConfigurationError, Model, TrainingState
+from helios.core import ConfigurationError, DistributedContext, Model, TrainingState
 from helios.trainer._wiring import LOGGER_NAME, ProgressBar
 
 if TYPE_CHECKING:
+    from helios.trainer._metrics import RunningMeans
     from helios.trainer._settings import Settings
 
 __all__ = ["Callback", "Callbacks", "EarlyStopping", "TrainerState", "TrainingProgressBar"]
@@ -32,6 +34,7 @@ HOOKS = (
     "on_training_batch_start",
     "on_training_batch_end",
     "on_log",
+    "on_checkpoint_start",
     "on_validation_start",
     "on_validation_end",
     "on_training_epoch_end",
@@ -49,8 +52,23 @@ class TrainerState:
         settings: the trainer's settings (``unit``, ``total``, ``run_dir``, ...).
         epoch_length: batches in the current epoch (0 before the first epoch starts).
         is_main_process: whether this process is global rank 0.
-        logged: the training metrics of the last logging point, averaged over the processes
-            (global rank 0 only; empty elsewhere).
+        logged: the record of the last logging point: the training metrics averaged over the
+            processes, with what the callbacks' :meth:`Callback.collect_metrics` added (the same
+            on every process).
+        distributed: the process group, for a callback's own collectives (every process must
+            call them at the same hooks); ``None`` before training starts.
+        data_wait: seconds this process has waited for the training loader (inside
+            ``next(loader)``, its start included) in this ``fit``, a running total.
+        samples: training samples this process has taken in this ``fit`` (the first dimension of
+            a batch's first tensor), a running total.
+        forward_time: seconds this process has spent in ``Model.train_step`` in this ``fit``
+            (host clock), a running total.
+        unlogged: the running sums of the training metrics since the last logging point, on the
+            device (reading one waits for the device).
+        last_checkpoint: the newest checkpoint of this run (this ``fit``'s or the one it resumed
+            from), on global rank 0; ``None`` before any.
+        skipped_steps: optimizer steps skipped for a non-finite loss (``non_finite="skip"``), in
+            the whole run.
     """
 
     training: TrainingState
@@ -58,6 +76,13 @@ class TrainerState:
     epoch_length: int = 0
     is_main_process: bool = True
     logged: dict[str, float] = dataclasses.field(default_factory=dict)
+    distributed: DistributedContext | None = None
+    data_wait: float = 0.0
+    samples: int = 0
+    forward_time: float = 0.0
+    unlogged: RunningMeans | None = None
+    last_checkpoint: Path | None = None
+    skipped_steps: int = 0
 
 
 class Callback:
@@ -70,7 +95,9 @@ class Callback:
         per epoch:  on_training_epoch_start
             per batch:  on_training_batch_start, on_training_batch_end (after the optimizer
                         step when the batch ends an accumulation window)
-            per logging point: on_log (state.logged holds the metrics)
+            per logging point: collect_metrics (add to the record), on_log (state.logged
+                        holds the record)
+            per checkpoint: on_checkpoint_start (raise to refuse it)
             per validation: on_validation_start, on_validation_end (model.valid_metrics)
             on_training_epoch_end
         on_training_end (training reached its end; not after a stop signal)
@@ -97,8 +124,19 @@ class Callback:
     def on_training_batch_end(self, state: TrainerState, model: Model) -> None:
         """After every training batch (and its optimizer step, if it took one)."""
 
+    def collect_metrics(self, state: TrainerState, model: Model) -> Mapping[str, float]:
+        """Metrics to add to this logging point's record (every process; rank 0's are logged).
+
+        Called after the training means were averaged (``state.logged`` holds them) and before
+        the record is written. Collectives are allowed: every process calls this.
+        """
+        return {}
+
     def on_log(self, state: TrainerState, model: Model) -> None:
         """After the training metrics were logged (``state.logged``)."""
+
+    def on_checkpoint_start(self, state: TrainerState, model: Model) -> None:
+        """Before a checkpoint is written (every process); raising refuses it."""
 
     def on_validation_start(self, state: TrainerState, model: Model) -> None:
         """Before a validation pass."""
@@ -118,6 +156,16 @@ class Callback:
     def should_training_stop(self, state: TrainerState, model: Model) -> bool:
         """Return ``True`` to end training (as the end of ``total`` does)."""
         return False
+
+
+def _overrides(callback: Callback, hook: str) -> bool:
+    """Whether ``callback`` may do something at ``hook`` (its class or its lookup changes it)."""
+    kind = type(callback)
+    if kind.__getattribute__ is not object.__getattribute__:
+        return True
+    if hook in getattr(callback, "__dict__", {}):
+        return True
+    return getattr(kind, hook) is not getattr(Callback, hook)
 
 
 def _is_stateful(callback: object) -> bool:
@@ -154,15 +202,29 @@ class Callbacks:
                 )
             keys[key] = callback
         self.stateful = keys
+        # Per hook, the callbacks that do something there: the per-batch hooks then cost
+        # nothing for the built-ins that leave them alone.
+        self.hooked = {
+            hook: [c for c in self.callbacks if _overrides(c, hook)]
+            for hook in (*HOOKS, "should_training_stop")
+        }
 
     def call(self, hook: str, state: TrainerState, model: Model) -> None:
         """Call ``hook`` of every callback, in order."""
-        for callback in self.callbacks:
+        for callback in self.hooked.get(hook, self.callbacks):
             getattr(callback, hook)(state, model)
+
+    def collect_metrics(self, state: TrainerState, model: Model) -> dict[str, float]:
+        """What every callback adds to this logging point's record, in order."""
+        collected: dict[str, float] = {}
+        for callback in self.callbacks:
+            collected.update(callback.collect_metrics(state, model))
+        return collected
 
     def should_training_stop(self, state: TrainerState, model: Model) -> bool:
         """Whether any callback asks to end training."""
-        return any(callback.should_training_stop(state, model) for callback in self.callbacks)
+        stoppers = self.hooked["should_training_stop"]
+        return any(callback.should_training_stop(state, model) for callback in stoppers)
 
     def state_dict(self) -> dict[str, Any]:
         """Every stateful callback's state, by ``state_key``."""
@@ -237,9 +299,12 @@ class TrainingProgressBar(Callback):
         self.enabled = enabled
         self.bar: Any = None
         self.seen = (0, 0)  # (step, batch_in_epoch) at the last update
+        self.postfix: dict[str, float] = {}
 
     def _open(self, total: int, initial: int, desc: str) -> None:
         self.bar = ProgressBar(total, initial=initial, desc=desc, unit="step", enabled=self.enabled)
+        if self.postfix:
+            self.bar.set_postfix({name: f"{value:.4g}" for name, value in self.postfix.items()})
 
     def _close(self) -> None:
         if self.bar is not None:
@@ -274,10 +339,27 @@ class TrainingProgressBar(Callback):
             self.bar.update(1 if iteration else training.batch_in_epoch - self.seen[1])
         self.seen = (training.step, training.batch_in_epoch)
 
+    def _show(self, state: TrainerState) -> None:
+        if self.bar is None:
+            return
+        shown = {name: f"{value:.4g}" for name, value in self.postfix.items()}
+        self.bar.set_postfix(shown)
+
     def on_log(self, state: TrainerState, model: Model) -> None:
-        """Show the last logged training loss."""
-        if self.bar is not None and "train/loss" in state.logged:
-            self.bar.set_postfix({"loss": f"{state.logged['train/loss']:.4g}"})
+        """Show the last logged training loss and throughput."""
+        logged = state.logged
+        for name, short in (("train/loss", "loss"), ("throughput/samples_per_sec", "samples/s")):
+            if name in logged:
+                self.postfix[short] = logged[name]
+        self._show(state)
+
+    def on_validation_end(self, state: TrainerState, model: Model) -> None:
+        """Show the latest validation metric (the monitored one, else the first)."""
+        metrics = model.valid_metrics
+        name = model.monitor if model.monitor in metrics else next(iter(sorted(metrics)), None)
+        if name is not None:
+            self.postfix[f"valid/{name}"] = metrics[name]
+            self._show(state)
 
     def on_training_epoch_end(self, state: TrainerState, model: Model) -> None:
         """Close the epoch's bar."""
@@ -290,9 +372,16 @@ class TrainingProgressBar(Callback):
 
 
 def default_callbacks(
-    given: Sequence[Any], *, early_stop_patience: int | None, progress: bool | None
+    given: Sequence[Any],
+    *,
+    early_stop_patience: int | None,
+    progress: bool | None,
+    non_finite: str = "stop",
+    track_performance: bool = True,
 ) -> list[Any]:
     """The user's callbacks after the built-ins the settings ask for.
+
+    A built-in of a kind the user passed (their own ``PerformanceMonitor``, say) is not added.
 
     Raises:
         ConfigurationError: ``early_stop_patience`` together with an ``EarlyStopping`` callback.
@@ -311,6 +400,14 @@ def default_callbacks(
             "conflict: set the patience on your EarlyStopping, or drop it from callbacks"
         )
     built: list[Any] = [] if mine else [EarlyStopping(early_stop_patience)]
+    # Imported here: those modules build on this one's Callback.
+    from helios.trainer._non_finite import NonFiniteLossGuard
+    from helios.trainer._performance import PerformanceMonitor
+
+    if not any(isinstance(c, NonFiniteLossGuard) for c in given):
+        built.append(NonFiniteLossGuard(non_finite))
+    if track_performance and not any(isinstance(c, PerformanceMonitor) for c in given):
+        built.append(PerformanceMonitor())
     if progress is not False and not any(isinstance(c, TrainingProgressBar) for c in given):
         built.append(TrainingProgressBar(progress))
     return built + given

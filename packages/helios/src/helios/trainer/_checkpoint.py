@@ -95,6 +95,9 @@ class RunRecord:
             not built from a config); see :func:`helios.trainer.from_config`.
         config: that resolved config (plain data, without ``trainer.run_dir``), so a resume
             knows what changed since.
+        hparams: the run's hyper-parameters (the trainer's settings, ``Trainer(hparams=)`` and
+            ``Model.hparams``), as plain values; a resume compares its own with them.
+        skipped_steps: optimizer steps skipped for a non-finite loss (``non_finite="skip"``).
     """
 
     unit: str = "epoch"
@@ -108,13 +111,15 @@ class RunRecord:
     monitor_mode: str = "min"
     config_sha256: str | None = None
     config: dict[str, Any] | None = None
+    hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+    skipped_steps: int = 0
 
     def state_dict(self) -> dict[str, Any]:
         """The fields as a dict."""
         return dataclasses.asdict(self)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the fields (``last_valid_step``, ``monitor*``, ``config*``: optional)."""
+        """Restore the fields; one an older checkpoint lacks keeps its default."""
         for field in dataclasses.fields(self):
             if field.name in state:
                 setattr(self, field.name, state[field.name])

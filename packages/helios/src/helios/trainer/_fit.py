@@ -24,7 +24,7 @@ from helios.core import (
     seed_everything,
     set_deterministic,
 )
-from helios.trainer import _seams, _wiring
+from helios.trainer import _hparams, _seams, _wiring
 from helios.trainer._callbacks import Callbacks, default_callbacks
 from helios.trainer._loop import FitLoop
 from helios.trainer._resume import resume_or_start
@@ -123,6 +123,8 @@ def run_fit(
             settings.callbacks,
             early_stop_patience=settings.early_stop_patience,
             progress=settings.progress,
+            non_finite=settings.non_finite,
+            track_performance=settings.track_performance,
         )
     )
     settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +147,16 @@ def run_fit(
             _remove_temporary_files(store, logger)
         metric_logger = stack.enter_context(_seams.metric_logger(settings, context))
         loop = FitLoop(
-            settings, model, data, context, logger, signals, store, metric_logger, callbacks
+            settings,
+            model,
+            data,
+            context,
+            logger,
+            signals,
+            store,
+            metric_logger,
+            callbacks,
+            hparams=_hparams.run_hyperparameters(settings, model, context.world_size),
         )
         stack.callback(_unwrap_networks, model, context)
         stack.callback(callbacks.call, "on_fit_exit", loop.view, model)

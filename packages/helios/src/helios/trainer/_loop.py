@@ -14,13 +14,15 @@ The order of hooks and decisions, in one process (every rank runs the same)::
             if the window ended and the epoch did not:  after_step(epoch_done=False)
         after_step(epoch_done=True)
     if not interrupted:
+        log the last, partial window of training means, if any
         model.on_training_end(); callbacks.on_training_end
         validate, unless this step was validated
-    checkpoint, unless this step has one (always when finished)
+    checkpoint, unless this step has one (always when finished); the summary line
     callbacks.on_fit_exit                                        # also after an exception
 
     after_step(epoch_done):
-        every log_every steps: log the training means (one all-reduce), callbacks.on_log
+        every log_every steps: the training means (one all-reduce), callbacks.collect_metrics,
+            log them, callbacks.on_log
         unit="iteration": every valid_every steps validate; checkpoint due every
             checkpoint_every steps
         epoch_done: model.on_training_epoch_end(epoch); callbacks.…; epoch schedulers; epoch += 1
@@ -43,7 +45,8 @@ exception writes none (the state may be half-updated).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sized
+import time
+from collections.abc import Mapping, Sized
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +64,12 @@ from helios.core import (
     capture_rng_state,
     restore_rng_state,
 )
-from helios.trainer import _checkpoint
+from helios.trainer import _checkpoint, _report
 from helios.trainer._callbacks import Callbacks, TrainerState
 from helios.trainer._config import config_sha256, without_run_dir
 from helios.trainer._evaluate import valid_loaders, validate_sets
 from helios.trainer._metrics import RunningMeans, reduce_once
+from helios.trainer._non_finite import NonFiniteLossGuard
 from helios.trainer._precision import Precision
 from helios.trainer._settings import Settings
 from helios.trainer._signals import StopSignals
@@ -101,16 +105,20 @@ class FitLoop:
         store: CheckpointStore | None,
         metric_logger: MetricLogger,
         callbacks: Callbacks,
+        hparams: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings, self.model, self.data, self.context = settings, model, data, context
         self.logger, self.signals, self.store = logger, signals, store
         self.metric_logger, self.callbacks = metric_logger, callbacks
         self.device = context.device
         self.state = TrainingState()
-        self.view = TrainerState(self.state, settings, is_main_process=context.is_main_process)
+        self.view = TrainerState(
+            self.state, settings, is_main_process=context.is_main_process, distributed=context
+        )
         self.automatic = type(model).automatic_optimization
         self.precision = Precision(settings.precision, self.device, model, automatic=self.automatic)
         self.train_means = RunningMeans(self.device)
+        self.view.unlogged = self.train_means
         self.record = _checkpoint.RunRecord(
             settings.unit,
             settings.total,
@@ -118,6 +126,7 @@ class FitLoop:
             context.world_size,
             monitor=model.monitor,
             monitor_mode=model.monitor_mode,
+            hparams=dict(hparams or {}),
         )
         if settings.config is not None:
             self.record.config_sha256 = config_sha256(settings.config)
@@ -126,6 +135,7 @@ class FitLoop:
         self.last_checkpoint: Path | None = None
         self.epoch_start_rng: dict[str, Any] | None = None
         self.interrupted = False
+        self.started = time.monotonic()
 
     def parts(self, rng: list[Any], epoch_start_rng: list[Any]) -> dict[str, Any]:
         """The checkpoint parts of this run (``rng``: every rank's, gathered)."""
@@ -164,12 +174,19 @@ class FitLoop:
         self.step = TrainStep(
             self.model, self.state, self.precision, self.context, self.settings.clip_grad_norm
         )
+        if any(
+            isinstance(callback, NonFiniteLossGuard) and callback.mode == "skip"
+            for callback in self.callbacks.callbacks
+        ):
+            self.step.skip_non_finite_into = self.record
+        self.view.skipped_steps = self.record.skipped_steps
         self.model.train()
         self._hook("on_training_start")
         while not self.complete() and not self.interrupted:
             self._train_epoch()
         if not self.interrupted:
             self.record.finished = True
+            self._log_training()  # the last, partial window (a stopped run's goes on after resume)
             self._hook("on_training_end")
             if self.record.last_valid_step != self.state.step:
                 self._validate()
@@ -177,14 +194,8 @@ class FitLoop:
             self._checkpoint()
         if self.store is not None:
             self.store.wait()
-        how = "stopped by a signal" if self.interrupted else "finished"
-        self.logger.info(
-            "training %s at step %d (epoch %d); last checkpoint: %s",
-            how,
-            self.state.step,
-            self.state.epoch,
-            self.last_checkpoint,
-        )
+        if self.context.is_main_process:
+            _report.summary(self, time.monotonic() - self.started)
 
     def _loader(self) -> tuple[Any, int]:
         """The training loader of this epoch and the number of batches it has left."""
@@ -213,13 +224,26 @@ class FitLoop:
             return
         self._start_epoch()
         window_start = state.batch_in_epoch
-        for batch in loader:
+        view, clock = self.view, time.perf_counter
+        waited = clock()
+        batches = iter(loader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            # The host's wait for the loader: two clock reads a batch, no device sync.
+            view.data_wait += clock() - waited
+            view.samples += batch_size(batch)
             window = min(accumulate, epoch_length - window_start)
             last_in_window = state.batch_in_epoch + 1 - window_start == window
             self._hook("on_training_batch_start", state)
             metrics = self.step.train_batch(batch, window=window, last_in_window=last_in_window)
-            self.train_means.add(metrics)
+            if not self.step.skipped_batch:
+                self.train_means.add(metrics)
+            view.forward_time = self.step.forward_seconds
             self._hook("on_training_batch_end", state)
+            waited = clock()
             if not last_in_window:
                 continue
             window_start = state.batch_in_epoch
@@ -227,6 +251,7 @@ class FitLoop:
                 continue  # the loader ends here (its workers with it); the epoch's end follows
             if self._after_step(epoch_done=False):
                 return
+            waited = clock()
         if state.batch_in_epoch != epoch_length:
             raise ResumeError(
                 f"the training loader ended after {state.batch_in_epoch} of {epoch_length} "
@@ -338,11 +363,14 @@ class FitLoop:
         }
         for name, optimizer in self.model.optimizers().items():
             metrics[f"lr/{name}"] = float(optimizer.param_groups[0]["lr"])
-        self.train_means.reset()
         reduced = reduce_once(self.context, metrics)
+        self.view.logged = reduced
+        self.view.skipped_steps = self.record.skipped_steps
+        reduced.update(self.callbacks.collect_metrics(self.view, self.model))
+        self.train_means.reset()
+        reduced["epoch"] = _report.epoch_of_step(self.state)
         if self.context.is_main_process:
             self.metric_logger.log_scalars(reduced, self.state.step)
-            self.view.logged = reduced
         self.callbacks.call("on_log", self.view, self.model)
 
     def _validate(self) -> None:
@@ -355,15 +383,21 @@ class FitLoop:
         cycle = state.validation_cycles
         model.eval()
         self._hook("on_validation_start", cycle)
+        started = time.perf_counter()
         model.valid_metrics = validate_sets(
             loaders, model, context=self.context, autocast=self.precision.autocast
         )
+        took = time.perf_counter() - started
         state.validation_cycles += 1
         if self.context.is_main_process:
-            self.metric_logger.log_scalars(
-                {f"valid/{k}": v for k, v in model.valid_metrics.items()}, state.step
-            )
+            record: dict[str, float] = {f"valid/{k}": v for k, v in model.valid_metrics.items()}
+            if self.settings.track_performance:
+                record["time/validation"] = took
+            record["epoch"] = _report.epoch_of_step(state)
+            self.metric_logger.log_scalars(record, state.step)
         self._hook("on_validation_end", cycle)
+        if self.context.is_main_process:
+            _report.validation(self, cycle, took)
         model.train()
         if model.monitor is not None and model.monitor in model.valid_metrics:
             for scheduler in model.schedulers().values():
@@ -373,6 +407,7 @@ class FitLoop:
     def _checkpoint(self) -> None:
         """Write a checkpoint of this step (collective: every rank gives its RNG state)."""
         context, state = self.context, self.state
+        self.callbacks.call("on_checkpoint_start", self.view, self.model)
         gathered = context.all_gather_object((capture_rng_state(), self.epoch_start_rng))
         if context.is_main_process and self.store is not None:
             parts = self.parts([now for now, _ in gathered], [start for _, start in gathered])
@@ -385,7 +420,21 @@ class FitLoop:
                 epoch=state.epoch,
                 metrics=dict(self.model.valid_metrics) if validated else {},
             )
-            self.last_checkpoint = info.path
+            self.last_checkpoint = self.view.last_checkpoint = info.path
         self.last_checkpoint_step = state.step
         if context.is_main_process:
             self.metric_logger.flush()
+
+
+def batch_size(batch: Any) -> int:
+    """The first dimension of the first tensor in a (nested) batch; 0 when it holds none."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    if isinstance(batch, Mapping):
+        batch = list(batch.values())
+    if isinstance(batch, list | tuple):
+        for item in batch:
+            size = batch_size(item)
+            if size:
+                return size
+    return 0

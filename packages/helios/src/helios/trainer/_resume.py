@@ -20,7 +20,7 @@ from helios.core import (
     restore_rng_state,
     seed_everything,
 )
-from helios.trainer import _checkpoint, _run_config, _wiring
+from helios.trainer import _checkpoint, _hparams, _run_config, _wiring
 from helios.trainer._loop import FitLoop
 
 __all__ = ["resume_or_start"]
@@ -139,18 +139,7 @@ def _start_fresh(loop: FitLoop) -> None:
         seed_everything((settings.seed + context.rank) % 2**32)
     if context.is_main_process:
         loop.metric_logger.resume(0)
-        loop.metric_logger.log_hyperparameters(
-            {
-                "unit": settings.unit,
-                "total": settings.total,
-                "accumulate": settings.accumulate,
-                "precision": settings.precision,
-                "clip_grad_norm": settings.clip_grad_norm or 0.0,
-                "seed": settings.seed,
-                "world_size": context.world_size,
-                "model": type(loop.model).__name__,
-            }
-        )
+        loop.metric_logger.log_hyperparameters(loop.record.hparams)
     loop.logger.info(
         "training %s in %s: %d %s(s), %d process(es) on %s",
         type(loop.model).__name__,
@@ -187,10 +176,13 @@ def _restore(loop: FitLoop, checkpoint: dict[str, Any], path: Path) -> bool:
     _run_config.apply_changes(loop.model, settings, saved.config, loop.logger)
     loop.record.stopped_by_model = saved.stopped_by_model
     loop.record.last_valid_step = saved.last_valid_step
+    loop.record.skipped_steps = saved.skipped_steps
     if context.is_main_process:
         loop.metric_logger.resume(state.step)
+        _hparams.compare(saved.hparams, loop.record.hparams, loop.logger, path)
+        loop.metric_logger.log_hyperparameters(loop.record.hparams)  # this fit's settings
     loop.last_checkpoint_step = state.step
-    loop.last_checkpoint = path
+    loop.last_checkpoint = loop.view.last_checkpoint = path
     rng_states = checkpoint["rng"]
     if saved.world_size == context.world_size and context.rank < len(rng_states):
         restore_rng_state(rng_states[context.rank])
@@ -206,10 +198,10 @@ def _restore(loop: FitLoop, checkpoint: dict[str, Any], path: Path) -> bool:
         )
         seed_everything((settings.seed + context.rank + state.step) % 2**32)
     loop.logger.info(
-        "resumed from %s at step %d (epoch %d, batch %d of the epoch)",
+        "resumed from %s at step %d (epoch %d, after batch %d of the epoch)",
         path,
         state.step,
-        state.epoch,
+        state.epoch + 1,  # counted from 1, as the progress bar and the validation lines count
         state.batch_in_epoch,
     )
     return bool(saved.finished)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +19,7 @@ from helios.core import CheckpointStore, ConfigurationError, DistributedContext,
 __all__ = [
     "DEFAULT_KEEP_CHECKPOINTS",
     "DEFAULT_TIMEOUT",
+    "NON_FINITE",
     "PRECISIONS",
     "SAFE_TO_CHANGE_ON_RESUME",
     "CheckpointStoreFactory",
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 PRECISIONS = ("32", "bf16", "16-mixed")
+NON_FINITE = ("stop", "skip", "ignore")
 DEFAULT_KEEP_CHECKPOINTS = 3
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 SAFE_TO_CHANGE_ON_RESUME = (
@@ -46,10 +48,14 @@ SAFE_TO_CHANGE_ON_RESUME = (
     "trainer.backend",
     "trainer.resume",
     "trainer.dry_run",
+    "trainer.track_performance",
+    "trainer.non_finite",
 )
 """Config keys a resumed run may change without ``allow_change``: how long, how often to log,
-validate and checkpoint, how many checkpoints to keep, and where it runs (the sampler resumes on
-another number of processes) -- none changes what a step computes."""
+validate and checkpoint, how many checkpoints to keep, what is measured, and where it runs (the
+sampler resumes on another number of processes) -- none changes what a step computes.
+``non_finite`` changes only what happens after a loss is already NaN or infinite (resuming a run
+stopped by a NaN with ``"skip"`` is the usual reason)."""
 Devices = Literal["auto", "cpu"] | int | Sequence[int]
 CheckpointStoreFactory = Callable[[Path], CheckpointStore]
 """Builds the store in each process; given the run's checkpoint folder, ``run_dir/checkpoints``."""
@@ -136,10 +142,14 @@ class Settings:
     dry_run: int | None = None
     config: dict[str, Any] | None = None
     allow_change: tuple[str, ...] = ()
+    non_finite: Literal["stop", "skip", "ignore"] = "stop"
+    track_performance: bool = True
+    hparams: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         """Check every value, then the combinations."""
         self._check_values()
+        self._check_reporting()
         self._check_seams()
         _conflicts(
             "distributed",
@@ -198,6 +208,23 @@ class Settings:
             raise ConfigurationError(
                 f"resume must be 'auto', 'never' or the path of a checkpoint file; "
                 f"{self.resume!r} is not a file"
+            )
+
+    def _check_reporting(self) -> None:
+        if self.non_finite not in NON_FINITE:
+            raise ConfigurationError(
+                f"non_finite must be one of {NON_FINITE}, got {self.non_finite!r}"
+            )
+        if not isinstance(self.track_performance, bool):
+            raise ConfigurationError(
+                f"track_performance must be True or False, got {self.track_performance!r}"
+            )
+        hparams = self.hparams
+        if hparams is not None and (
+            not isinstance(hparams, Mapping) or not all(isinstance(k, str) for k in hparams)
+        ):
+            raise ConfigurationError(
+                f"hparams must be a dict of str names to values, or None, got {hparams!r}"
             )
 
     def _check_seams(self) -> None:

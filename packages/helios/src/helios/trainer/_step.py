@@ -8,13 +8,18 @@ the number of batches the window really holds (the last window of an epoch may b
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from helios.core import ConfigurationError, DistributedContext, Model, TrainingState
 from helios.trainer._precision import Precision
+
+if TYPE_CHECKING:
+    from helios.trainer._checkpoint import RunRecord
 
 __all__ = ["TrainStep", "split_output", "to_device"]
 
@@ -107,6 +112,14 @@ class TrainStep:
         # Loaders give CPU tensors: moving them is only needed for another device.
         self.device = context.device
         self.move_batches = self.device.type != "cpu"
+        #: ``non_finite="skip"``: the record that counts skipped steps (``None``: no checks).
+        self.skip_non_finite_into: RunRecord | None = None
+        #: Whether the last batch's loss was not finite (skip mode): its metrics are not logged.
+        self.skipped_batch = False
+        self._window_poisoned = False
+        #: Seconds spent in ``train_step`` (host clock), a running total: a rank's own work
+        #: before it exchanges gradients, where a slow rank shows under DDP.
+        self.forward_seconds = 0.0
 
     def train_batch(self, batch: Any, *, window: int, last_in_window: bool) -> dict[str, Any]:
         """Forward and backward of one batch, and the optimizer step if it ends the window.
@@ -118,6 +131,7 @@ class TrainStep:
         if self.move_batches:
             batch = to_device(batch, self.device)
         # The hot path: no per-step allocation of contexts that do nothing.
+        self.skipped_batch = False
         if self.automatic and not last_in_window:
             with contextlib.ExitStack() as stack:
                 for network in self.networks:
@@ -135,20 +149,44 @@ class TrainStep:
 
     def _forward_backward(self, batch: Any, window: int) -> dict[str, Any]:
         """``train_step`` under autocast, then backward of the (scaled) loss of the window."""
+        started = time.perf_counter()
         with self.precision.autocast():
             output = self.model.train_step(batch, self.state)
+        self.forward_seconds += time.perf_counter() - started
         loss, metrics = split_output(output, automatic=self.automatic)
         if self.automatic:
             assert loss is not None
             if loss.ndim != 0 or not loss.requires_grad:
                 _refuse_loss(loss)
+            if self.skip_non_finite_into is not None and not bool(torch.isfinite(loss)):
+                self.skipped_batch = self._window_poisoned = True
+                return metrics  # no backward: the window's step is skipped
             if window > 1:
                 loss = loss / window
             torch.autograd.backward(self.precision.scale(loss))
         return metrics
 
+    def _skip_step(self, record: RunRecord) -> None:
+        """Drop the window's gradients instead of stepping; count it (``non_finite="skip"``)."""
+        self._window_poisoned = False
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        record.skipped_steps += 1
+        logging.getLogger("helios").warning(
+            "non-finite training loss at step %d: optimizer step skipped (%d so far)",
+            self.state.step + 1,
+            record.skipped_steps,
+        )
+
     def _optimizer_step(self) -> None:
         optimizers = self.optimizers
+        record = self.skip_non_finite_into
+        if record is not None and self._window_poisoned:
+            self._skip_step(record)
+            if self.model.scheduler_interval == "step":
+                self.step_schedulers()
+            self.state.step += 1
+            return
         if self.clip_grad_norm is not None:
             self.precision.unscale(optimizers)
             torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_grad_norm)

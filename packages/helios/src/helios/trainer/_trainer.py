@@ -130,6 +130,23 @@ class Trainer:
         allow_change: config keys (dotted: ``"model.optimizer.lr"``, or a table's prefix) a
             resume may change; each accepted change is recorded in
             ``run_dir/config-changes.jsonl`` with the step it took effect at.
+        non_finite: what a NaN or infinite training loss does: ``"stop"`` ends training with a
+            :class:`~helios.trainer.NonFiniteLossError` naming the step, the metric and the last
+            good checkpoint, writing no checkpoint of the poisoned state (checked at logging
+            points and before each checkpoint: no device sync per step); ``"skip"`` skips the
+            optimizer step of a window whose loss is not finite, counts it
+            (``train/skipped_steps``) and leaves it out of the logged means (one device sync
+            per batch, as a ``GradScaler`` has); ``"ignore"`` trains on. A ``GradScaler``'s
+            own skipped steps (overflowing gradients under ``"16-mixed"``) are not non-finite
+            losses. The built-in :class:`~helios.trainer.NonFiniteLossGuard` callback.
+        track_performance: log throughput, step time, data-loader wait, MFU, memory and the
+            slowest rank at every logging point (the built-in
+            :class:`~helios.trainer.PerformanceMonitor`; pass your own in ``callbacks`` to
+            configure it, e.g. the peak FLOP/s); ``False`` drops it.
+        hparams: your hyper-parameters (learning rate, batch size, ...), written with the
+            trainer's settings and ``Model.hparams`` (see :meth:`Model.save_hyperparameters`)
+            to TensorBoard's HPARAMS tab and ``metrics.hparams.json``; a resumed run whose
+            hyper-parameters differ from its checkpoint's warns with each difference.
 
     Raises:
         ConfigurationError: an argument has a value the trainer cannot work with, or two
@@ -168,6 +185,9 @@ class Trainer:
         dry_run: int | None = None,
         config: Mapping[str, Any] | None = None,
         allow_change: Sequence[str] = (),
+        non_finite: Literal["stop", "skip", "ignore"] = "stop",
+        track_performance: bool = True,
+        hparams: Mapping[str, Any] | None = None,
     ) -> None:
         """Validate and keep the settings; nothing starts until :meth:`fit` or :meth:`test`."""
         self.settings = Settings.of_run_dir(
@@ -200,10 +220,19 @@ class Trainer:
             dry_run=dry_run,
             config=dict(config) if config is not None else None,
             allow_change=tuple(allow_change),
+            non_finite=non_finite,
+            track_performance=track_performance,
+            hparams=dict(hparams) if isinstance(hparams, Mapping) else hparams,
         )
         # refused now rather than in fit: a bad callback, a duplicate state_key, a conflict
         Callbacks(
-            default_callbacks(callbacks, early_stop_patience=early_stop_patience, progress=progress)
+            default_callbacks(
+                callbacks,
+                early_stop_patience=early_stop_patience,
+                progress=progress,
+                non_finite=non_finite,
+                track_performance=track_performance,
+            )
         )
 
     @property
@@ -328,6 +357,11 @@ class Trainer:
             step,
             ", ".join(f"{k}={v:.4f}" for k, v in sorted(model.test_metrics.items())),
         )
+        if step >= 0 and model.test_metrics:  # a checkpoint's: recorded at its step
+            with _seams.metric_logger(settings, context) as metric_logger:
+                metric_logger.log_scalars(
+                    {f"test/{k}": v for k, v in model.test_metrics.items()}, step
+                )
         return dict(model.test_metrics)
 
     def predict(

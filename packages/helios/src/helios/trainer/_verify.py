@@ -16,7 +16,8 @@ Runs of the same job, each in a fresh process, in a temporary folder:
    reproducible at all, and no checkpoint can make it resumable (unseeded randomness,
    non-deterministic kernels).
 
-Compared exactly: the whole ``metrics.jsonl`` series (train and valid, every record once) and
+Compared exactly: the whole ``metrics.jsonl`` series (train and valid, every record once; not
+the wall time nor the measured ``throughput/``, ``time/`` and ``memory/`` figures) and
 the final checkpoint (model with its optimizers and schedulers, training state, data position,
 trainer state, RNG states). The verdict names the stop kinds that exposed a difference.
 
@@ -207,9 +208,16 @@ def _final(run_dir: Path) -> dict[str, Any]:
         store.close()
 
 
+MEASURED = ("throughput/", "time/", "memory/")
+"""What measures the machine (the wall time, the PerformanceMonitor's metrics): not compared."""
+
+
 def _records(run_dir: Path) -> list[dict[str, Any]]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
+    return [
+        {k: v for k, v in json.loads(line).items() if k != "time" and not k.startswith(MEASURED)}
+        for line in lines
+    ]
 
 
 _PARALLEL = 2  # training processes at a time
