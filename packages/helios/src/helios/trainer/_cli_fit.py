@@ -72,7 +72,7 @@ def add_parser(commands: Any) -> None:
 
 def _source(target: Path) -> tuple[dict[str, Any], Path]:
     """The config ``target`` names (a file, or a run folder's saved one) and its folder."""
-    from helios.trainer._config import read_config
+    from helios.trainer._config_text import read_config
     from helios.trainer._run_config import CONFIG_FILE
 
     if target.is_dir():

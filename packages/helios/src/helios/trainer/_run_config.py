@@ -20,14 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from helios.core import CheckpointInfo, ConfigurationError, Model
-from helios.trainer._config import (
-    ABSENT,
-    config_diff,
-    config_key,
-    config_sha256,
-    read_config,
-    to_toml,
-)
+from helios.trainer._config import config_key
+from helios.trainer._config_targets import RESERVED, target_of
+from helios.trainer._config_text import ABSENT, config_diff, config_sha256, read_config, to_toml
 from helios.trainer._settings import SAFE_TO_CHANGE_ON_RESUME, Settings
 
 __all__ = ["CHANGES_FILE", "CONFIG_FILE", "apply_changes", "guard", "is_allowed", "write_config"]
@@ -61,8 +56,6 @@ def declared_safe(config: Mapping[str, Any], where: str = "") -> list[str]:
     ``safe_to_change_on_resume = ("workers",)``: a ``DataModule``'s loader workers, say (Helios'
     batches do not depend on their number).
     """
-    from helios.trainer._config import RESERVED, target_of
-
     safe: list[str] = []
     for key, value in config.items():
         name = f"{where}.{key}" if where else key
