@@ -24,8 +24,9 @@ at once.
 Everything is checked before anything is made (:func:`resolve`): an unknown ``type`` names the
 closest registered names, an argument the constructor does not take names those it does, a
 value of the wrong type (against the constructor's annotations) names the key, the value and
-what was expected. The *resolved* config -- every default that TOML can write filled in, file
-paths made absolute -- is what is printed, saved in the run folder and hashed into checkpoints.
+what was expected. The *resolved* config -- every default that TOML can write filled in, class
+files as written (relative to the config's folder: a project moved with its config is the same
+run) -- is what is printed, saved in the run folder and hashed into checkpoints.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ def _resolve_table(
     if "type" in table:
         resolved["type"] = table["type"]
     if "class" in table:
-        resolved["class"] = spec_of(table["class"], where, base_dir)
+        resolved["class"] = spec_of(table["class"], where)
     arguments = {k: v for k, v in table.items() if k not in RESERVED}
     accepted = [n for n in signature.parameters if where != "trainer" or n not in FROM_CODE_ONLY]
     for key in arguments:
@@ -240,21 +241,22 @@ def resolve(
     }
 
 
-def _build_value(value: Any, hint: Any, where: str) -> Any:
+def _build_value(value: Any, hint: Any, where: str, base_dir: Path) -> Any:
     if is_table(value):
-        target = table_target(value, where, None)
-        return _build_table(value, where, target, factory=wants_factory(target, hint))
+        target = table_target(value, where, base_dir)
+        return _build_table(value, where, base_dir, target, factory=wants_factory(target, hint))
     if isinstance(value, list) and any(is_table(v) for v in value):
         element = next(
             (typing.get_args(m)[0] for m in union_members(hint) if typing.get_args(m)), EMPTY
         )
-        return [_build_value(v, element, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_build_value(v, element, f"{where}[{i}]", base_dir) for i, v in enumerate(value)]
     return convert(value, hint)
 
 
 def _build_table(
     table: Mapping[str, Any],
     where: str,
+    base_dir: Path,
     target: Callable[..., Any],
     *,
     factory: bool = False,
@@ -262,7 +264,7 @@ def _build_table(
 ) -> Any:
     hints = signature_of(target).hints
     arguments = {
-        key: _build_value(value, hints.get(key, EMPTY), f"{where}.{key}")
+        key: _build_value(value, hints.get(key, EMPTY), f"{where}.{key}", base_dir)
         for key, value in table.items()
         if key not in RESERVED
     }
@@ -299,7 +301,8 @@ def from_config(
         allow_change: keys that may differ from the run folder's saved config on resume (as
             ``helios fit --allow-change``).
         base_dir: the folder relative ``class = "file.py:Name"`` paths start from; default the
-            config file's folder, or the current folder for a mapping.
+            config file's folder, or the current folder for a mapping. The paths stay relative
+            in the resolved config; the trainer keeps the folder (``config_dir``).
 
     Returns:
         ``(model, data, trainer)``; the trainer keeps the resolved config: it saves it in the
@@ -313,21 +316,25 @@ def from_config(
     from helios.trainer._trainer import Trainer
 
     if isinstance(config, str | os.PathLike):
-        base_dir = Path(config).resolve().parent if base_dir is None else base_dir
+        base_dir = Path(config).parent if base_dir is None else base_dir
         config = read_config(config)
-    resolved = resolve(config, overrides, base_dir=base_dir)
+    base = Path(base_dir if base_dir is not None else Path.cwd()).resolve()
+    resolved = resolve(config, overrides, base_dir=base)
     trainer = _build_table(
         resolved["trainer"],
         "trainer",
+        base,
         Trainer,
-        extra={"config": resolved, "allow_change": tuple(allow_change)},
+        extra={"config": resolved, "allow_change": tuple(allow_change), "config_dir": base},
     )
     saved = capture_rng_state()
     try:
         # networks made in a constructor get the same weights in every process, every time
         seed_everything(trainer.settings.seed)
-        model = _build_table(resolved["model"], "model", target_of(resolved["model"], "model"))
-        data = _build_table(resolved["data"], "data", target_of(resolved["data"], "data"))
+        model, data = (
+            _build_table(resolved[key], key, base, target_of(resolved[key], key, base))
+            for key in ("model", "data")
+        )
     finally:
         restore_rng_state(saved)
     if not isinstance(model, Model):

@@ -30,6 +30,7 @@ __all__ = [
     "accepted_keys",
     "apply_overrides",
     "closest",
+    "located",
     "signature_of",
     "spec_of",
     "table_target",
@@ -38,7 +39,7 @@ __all__ = [
 
 SECTIONS = ("model", "data", "trainer")
 RESERVED = ("type", "class")
-FROM_CODE_ONLY = ("config", "allow_change")
+FROM_CODE_ONLY = ("config", "allow_change", "config_dir")
 """Trainer arguments a config does not set: ``from_config`` passes them."""
 
 
@@ -160,12 +161,21 @@ def _by_name(name: object, where: str) -> Callable[..., Any]:
     )
 
 
-def spec_of(spec: object, where: str, base_dir: Path | None) -> str:
-    """``spec`` with a relative file made absolute (from ``base_dir``, else the current folder)."""
+def spec_of(spec: object, where: str) -> str:
+    """``spec`` checked and kept as written: a relative file stays relative to the config's folder.
+
+    The resolved config -- printed, saved in the run folder, hashed -- holds the path as the
+    config gives it, so a project moved with its config (a new absolute path) is the same run.
+    """
     if not isinstance(spec, str) or (":" not in spec and "." not in spec):
         raise ConfigurationError(
             f"{where}.class must be 'package.module:Name' or 'path/file.py:Name', got {spec!r}"
         )
+    return spec
+
+
+def located(spec: str, base_dir: Path | None) -> str:
+    """``spec`` with a relative file made absolute (from ``base_dir``, else the current folder)."""
     location, sep, name = spec.rpartition(":")
     if sep and (location.endswith(".py") or "/" in location or os.sep in location):
         path = Path(location).expanduser()
@@ -194,7 +204,7 @@ def table_target(table: Mapping[str, Any], where: str, base_dir: Path | None) ->
         from helios.trainer._objects import load_object
 
         try:
-            return load_object(spec_of(table["class"], where, base_dir), f"{where}.class")
+            return load_object(located(spec_of(table["class"], where), base_dir), f"{where}.class")
         except CommandError as error:
             raise ConfigurationError(str(error)) from None
     raise ConfigurationError(
@@ -202,9 +212,11 @@ def table_target(table: Mapping[str, Any], where: str, base_dir: Path | None) ->
     )
 
 
-def target_of(table: Mapping[str, Any], where: str) -> Callable[..., Any]:
-    """What a resolved table (``type`` or an absolute ``class``) names."""
-    return table_target(table, where, None)
+def target_of(
+    table: Mapping[str, Any], where: str, base_dir: Path | None = None
+) -> Callable[..., Any]:
+    """What a resolved table names (a relative ``class`` file is found from ``base_dir``)."""
+    return table_target(table, where, base_dir)
 
 
 class Signature(NamedTuple):

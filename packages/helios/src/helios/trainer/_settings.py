@@ -136,6 +136,7 @@ class Settings:
     dry_run: int | None = None
     config: dict[str, Any] | None = None
     allow_change: tuple[str, ...] = ()
+    config_dir: Path | None = None
 
     def __post_init__(self) -> None:
         """Check every value, then the combinations."""

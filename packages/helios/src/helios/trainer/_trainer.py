@@ -130,6 +130,9 @@ class Trainer:
         allow_change: config keys (dotted: ``"model.optimizer.lr"``, or a table's prefix) a
             resume may change; each accepted change is recorded in
             ``run_dir/config-changes.jsonl`` with the step it took effect at.
+        config_dir: the folder relative ``class = "file.py:Name"`` paths of ``config`` are
+            found from (the config file's; :func:`~helios.trainer.from_config` passes it). It is
+            no part of the config's identity: a project moved with its config resumes.
 
     Raises:
         ConfigurationError: an argument has a value the trainer cannot work with, or two
@@ -168,6 +171,7 @@ class Trainer:
         dry_run: int | None = None,
         config: Mapping[str, Any] | None = None,
         allow_change: Sequence[str] = (),
+        config_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         """Validate and keep the settings; nothing starts until :meth:`fit` or :meth:`test`."""
         self.settings = Settings.of_run_dir(
@@ -200,6 +204,7 @@ class Trainer:
             dry_run=dry_run,
             config=dict(config) if config is not None else None,
             allow_change=tuple(allow_change),
+            config_dir=Path(config_dir).resolve() if config_dir is not None else None,
         )
         # refused now rather than in fit: a bad callback, a duplicate state_key, a conflict
         Callbacks(
