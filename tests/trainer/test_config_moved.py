@@ -23,6 +23,7 @@ from helios.core import ConfigurationError
 from helios.trainer import from_config
 from helios.trainer._cli import main as helios_command
 from helios.trainer._config import config_sha256, resolve, to_toml
+from helios.trainer._run_config import saved_config_dir, write_config
 
 PROJECT_CODE = '''\
 from config_models import ConfigData, ConfigModel
@@ -103,3 +104,25 @@ def test_a_relative_class_file_that_is_missing_is_named_with_the_folder_it_was_s
     with pytest.raises(ConfigurationError) as missing:
         from_config(file)
     assert str(tmp_path / "project" / "code" / "project.py") in str(missing.value)
+
+
+def test_the_run_folder_records_the_config_folder_relative_first_absolute_when_moved_alone(
+    tmp_path: Path,
+) -> None:
+    project = tmp_path / "project"
+    run_dir = project / "runs" / "a"
+    written = tomllib.loads(write_project(project, total=3).read_text())
+    write_config(run_dir, written, project)
+    assert tomllib.loads((run_dir / "config.toml").read_text()) == written
+    assert saved_config_dir(run_dir) == project.resolve()
+
+    shutil.move(project, tmp_path / "moved")  # config, code and runs together: found relatively
+    assert saved_config_dir(tmp_path / "moved" / "runs" / "a") == (tmp_path / "moved").resolve()
+
+    # the project back in place, the run folder moved alone: where the config was
+    shutil.move(tmp_path / "moved" / "runs", tmp_path / "scratch" / "runs")
+    shutil.move(tmp_path / "moved", project)
+    assert saved_config_dir(tmp_path / "scratch" / "runs" / "a") == project.resolve()
+
+    write_config(tmp_path / "plain", config("plain"))  # a trainer built without a config file
+    assert saved_config_dir(tmp_path / "plain") is None

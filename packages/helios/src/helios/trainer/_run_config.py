@@ -22,7 +22,7 @@ from typing import Any
 
 from helios.core import CheckpointInfo, ConfigurationError, Model
 from helios.trainer._config import config_key
-from helios.trainer._config_targets import RESERVED, target_of
+from helios.trainer._config_targets import RESERVED, located, target_of
 from helios.trainer._config_text import ABSENT, config_diff, config_sha256, read_config, to_toml
 from helios.trainer._settings import SAFE_TO_CHANGE_ON_RESUME, Settings
 
@@ -76,12 +76,27 @@ def _config_dir_lines(run_dir: Path, config_dir: Path) -> str:
     return text + f"{_ABSOLUTE}{json.dumps(str(config_dir.resolve()))}\n"
 
 
+def _relative_files(values: Any) -> list[Path]:
+    """The relative ``class = "path/file.py:Name"`` files of a config, however deep."""
+    if isinstance(values, list):
+        return [path for value in values for path in _relative_files(value)]
+    if not isinstance(values, Mapping):
+        return []
+    files = [path for value in values.values() for path in _relative_files(value)]
+    spec = values.get("class")
+    if isinstance(spec, str) and located(spec, Path("/")) != spec:  # a file, not a module
+        path = Path(spec.rpartition(":")[0]).expanduser()
+        files.extend([] if path.is_absolute() else [path])
+    return files
+
+
 def saved_config_dir(run_dir: Path) -> Path | None:
     """The config folder that ``run_dir/config.toml`` records (``None``: it records none).
 
-    As seen from the run folder if that exists (the project moved together), else where it was.
+    Of the folder as seen from the run folder (the project moved together) and the folder where
+    it was (the run folder moved alone), the first that holds the config's relative class files.
     """
-    found: dict[str, Path] = {}
+    found: list[Path] = []
     with contextlib.suppress(OSError), (run_dir / CONFIG_FILE).open(encoding="utf-8") as file:
         for line in file:
             if not line.startswith("#"):
@@ -89,10 +104,14 @@ def saved_config_dir(run_dir: Path) -> Path | None:
             for prefix in (_RELATIVE, _ABSOLUTE):
                 if line.startswith(prefix):
                     with contextlib.suppress(ValueError):
-                        found[prefix] = Path(json.loads(line[len(prefix) :]))
-    if _RELATIVE in found and (run_dir.resolve() / found[_RELATIVE]).is_dir():
-        return (run_dir.resolve() / found[_RELATIVE]).resolve()
-    return found.get(_ABSOLUTE, found.get(_RELATIVE))
+                        found.append(run_dir.resolve() / json.loads(line[len(prefix) :]))
+    if not found:
+        return None
+    files = _relative_files(read_config(run_dir / CONFIG_FILE))
+    for folder in found:
+        if folder.is_dir() and all((folder / file).is_file() for file in files):
+            return folder.resolve()
+    return found[0].resolve()  # neither: the error names the file sought beside the project
 
 
 def declared_safe(
