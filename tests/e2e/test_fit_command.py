@@ -9,7 +9,6 @@ by record.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from config_models import SIGTERM_AT, config
-from resume_checks import final_checkpoint
+from resume_checks import comparable_records, final_checkpoint
 from state_checks import assert_nested_equal
 
 from helios.trainer import RESUMABLE_EXIT_CODE, from_config

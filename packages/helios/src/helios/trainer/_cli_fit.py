@@ -72,8 +72,8 @@ def add_parser(commands: Any) -> None:
 
 def _source(target: Path) -> tuple[dict[str, Any], Path]:
     """The config ``target`` names (a file, or a run folder's saved one) and its folder."""
-    from helios.trainer._config import read_config
-    from helios.trainer._run_config import CONFIG_FILE
+    from helios.trainer._config_text import read_config
+    from helios.trainer._run_config import CONFIG_FILE, saved_config_dir
 
     if target.is_dir():
         saved = target / CONFIG_FILE
@@ -84,7 +84,7 @@ def _source(target: Path) -> tuple[dict[str, Any], Path]:
             )
         config = read_config(saved)
         config.setdefault("trainer", {})["run_dir"] = str(target)
-        return config, target.resolve()
+        return config, saved_config_dir(target) or target.resolve()
     return read_config(target), target.resolve().parent
 
 

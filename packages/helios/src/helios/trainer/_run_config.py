@@ -10,6 +10,7 @@ is appended to ``run_dir/config-changes.jsonl`` with the step from which it appl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,20 +21,25 @@ from pathlib import Path
 from typing import Any
 
 from helios.core import CheckpointInfo, ConfigurationError, Model
-from helios.trainer._config import (
-    ABSENT,
-    config_diff,
-    config_key,
-    config_sha256,
-    read_config,
-    to_toml,
-)
+from helios.trainer._config import config_key
+from helios.trainer._config_targets import RESERVED, located, target_of
+from helios.trainer._config_text import ABSENT, config_diff, config_sha256, read_config, to_toml
 from helios.trainer._settings import SAFE_TO_CHANGE_ON_RESUME, Settings
 
-__all__ = ["CHANGES_FILE", "CONFIG_FILE", "apply_changes", "guard", "is_allowed", "write_config"]
+__all__ = [
+    "CHANGES_FILE",
+    "CONFIG_FILE",
+    "apply_changes",
+    "guard",
+    "is_allowed",
+    "saved_config_dir",
+    "write_config",
+]
 
 CONFIG_FILE = "config.toml"
 CHANGES_FILE = "config-changes.jsonl"
+_RELATIVE = "# config_dir.relative = "
+_ABSOLUTE = "# config_dir.absolute = "
 
 
 def is_allowed(key: str, allowed: Iterable[str]) -> bool:
@@ -41,11 +47,19 @@ def is_allowed(key: str, allowed: Iterable[str]) -> bool:
     return any(key == name or key.startswith(name + ".") for name in allowed)
 
 
-def write_config(run_dir: Path, config: dict[str, Any]) -> Path:
-    """Write ``config`` as ``run_dir/config.toml`` atomically (a crash leaves the old one)."""
+def write_config(run_dir: Path, config: dict[str, Any], config_dir: Path | None = None) -> Path:
+    """Write ``config`` as ``run_dir/config.toml`` atomically (a crash leaves the old one).
+
+    With ``config_dir`` (the config file's folder, where relative ``class`` files are found) a
+    comment records it, as seen from the run folder and absolute: ``helios fit RUN_DIR`` finds
+    the files again after the project folder (config, code and run folder) moved together.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / CONFIG_FILE
-    text = f"# the resolved config of this run; sha256 {config_sha256(config)}\n" + to_toml(config)
+    text = f"# the resolved config of this run; sha256 {config_sha256(config)}\n"
+    if config_dir is not None:
+        text += _config_dir_lines(run_dir, config_dir)
+    text += to_toml(config)
     with tempfile.NamedTemporaryFile("w", dir=run_dir, suffix=".tmp", delete=False) as file:
         file.write(text)
         file.flush()
@@ -54,24 +68,71 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> Path:
     return target
 
 
-def declared_safe(config: Mapping[str, Any], where: str = "") -> list[str]:
+def _config_dir_lines(run_dir: Path, config_dir: Path) -> str:
+    text = "# relative class files are found from the config file's folder:\n"
+    with contextlib.suppress(ValueError):  # another drive: no relative path
+        relative = os.path.relpath(config_dir.resolve(), run_dir.resolve())
+        text += f"{_RELATIVE}{json.dumps(relative)}\n"
+    return text + f"{_ABSOLUTE}{json.dumps(str(config_dir.resolve()))}\n"
+
+
+def _relative_files(values: Any) -> list[Path]:
+    """The relative ``class = "path/file.py:Name"`` files of a config, however deep."""
+    if isinstance(values, list):
+        return [path for value in values for path in _relative_files(value)]
+    if not isinstance(values, Mapping):
+        return []
+    files = [path for value in values.values() for path in _relative_files(value)]
+    spec = values.get("class")
+    if isinstance(spec, str) and located(spec, Path("/")) != spec:  # a file, not a module
+        path = Path(spec.rpartition(":")[0]).expanduser()
+        files.extend([] if path.is_absolute() else [path])
+    return files
+
+
+def saved_config_dir(run_dir: Path) -> Path | None:
+    """The config folder that ``run_dir/config.toml`` records (``None``: it records none).
+
+    Of the folder as seen from the run folder (the project moved together) and the folder where
+    it was (the run folder moved alone), the first that holds the config's relative class files.
+    """
+    found: list[Path] = []
+    with contextlib.suppress(OSError), (run_dir / CONFIG_FILE).open(encoding="utf-8") as file:
+        for line in file:
+            if not line.startswith("#"):
+                break
+            for prefix in (_RELATIVE, _ABSOLUTE):
+                if line.startswith(prefix):
+                    with contextlib.suppress(ValueError):
+                        found.append(run_dir.resolve() / json.loads(line[len(prefix) :]))
+    if not found:
+        return None
+    files = _relative_files(read_config(run_dir / CONFIG_FILE))
+    for folder in found:
+        if folder.is_dir() and all((folder / file).is_file() for file in files):
+            return folder.resolve()
+    return found[0].resolve()  # neither: the error names the file sought beside the project
+
+
+def declared_safe(
+    config: Mapping[str, Any], where: str = "", base_dir: Path | None = None
+) -> list[str]:
     """The keys the config's classes declare safe to change (``safe_to_change_on_resume``).
 
     A class whose arguments do not change what a step computes says so with a class attribute,
     ``safe_to_change_on_resume = ("workers",)``: a ``DataModule``'s loader workers, say (Helios'
     batches do not depend on their number).
     """
-    from helios.trainer._config import RESERVED, target_of
-
     safe: list[str] = []
     for key, value in config.items():
         name = f"{where}.{key}" if where else key
         if not isinstance(value, Mapping):
             continue
         if any(reserved in value for reserved in RESERVED):
-            declared = getattr(target_of(value, name), "safe_to_change_on_resume", ())
+            target = target_of(value, name, base_dir)
+            declared = getattr(target, "safe_to_change_on_resume", ())
             safe.extend(f"{name}.{argument}" for argument in declared)
-        safe.extend(declared_safe(value, name))
+        safe.extend(declared_safe(value, name, base_dir))
     return safe
 
 
@@ -107,13 +168,14 @@ def guard(settings: Settings, latest: Callable[[], CheckpointInfo | None]) -> No
         if settings.resume == "never" and any(run_dir.glob("checkpoints/*")):
             return  # the trainer refuses this run itself; leave the folder as it is
         if writes:
-            write_config(run_dir, config)
+            write_config(run_dir, config, settings.config_dir)
         return
     saved = read_config(saved_file)
     diff = config_diff(saved, config)
     if not diff:
         return
-    allowed = (*SAFE_TO_CHANGE_ON_RESUME, *declared_safe(config), *settings.allow_change)
+    safe = (*SAFE_TO_CHANGE_ON_RESUME, *declared_safe(config, base_dir=settings.config_dir))
+    allowed = (*safe, *settings.allow_change)
     refused = {key: change for key, change in diff.items() if not is_allowed(key, allowed)}
     if refused:
         lines = "\n".join(
@@ -136,19 +198,14 @@ def guard(settings: Settings, latest: Callable[[], CheckpointInfo | None]) -> No
         "checkpoint": start.path.name,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "changes": {key: {"old": old, "new": new} for key, (old, new) in diff.items()},
-        "allowed_by": {
-            key: "safe"
-            if is_allowed(key, (*SAFE_TO_CHANGE_ON_RESUME, *declared_safe(config)))
-            else "allow_change"
-            for key in diff
-        },
+        "allowed_by": {key: "safe" if is_allowed(key, safe) else "allow_change" for key in diff},
         "sha256": {"old": config_sha256(saved), "new": config_sha256(config)},
     }
     with (run_dir / CHANGES_FILE).open("a", encoding="utf-8") as file:
         file.write(json.dumps(record) + "\n")
         file.flush()
         os.fsync(file.fileno())
-    write_config(run_dir, config)
+    write_config(run_dir, config, settings.config_dir)
 
 
 def _set_hyperparameter(optimizer: Any, model: Model, name: str, value: Any) -> None:

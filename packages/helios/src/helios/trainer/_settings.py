@@ -142,6 +142,7 @@ class Settings:
     dry_run: int | None = None
     config: dict[str, Any] | None = None
     allow_change: tuple[str, ...] = ()
+    config_dir: Path | None = None
     non_finite: Literal["stop", "skip", "ignore"] = "stop"
     track_performance: bool = True
     hparams: Mapping[str, Any] | None = None

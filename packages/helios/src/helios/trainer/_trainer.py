@@ -130,6 +130,9 @@ class Trainer:
         allow_change: config keys (dotted: ``"model.optimizer.lr"``, or a table's prefix) a
             resume may change; each accepted change is recorded in
             ``run_dir/config-changes.jsonl`` with the step it took effect at.
+        config_dir: the folder relative ``class = "file.py:Name"`` paths of ``config`` are
+            found from (the config file's; :func:`~helios.trainer.from_config` passes it). It is
+            no part of the config's identity: a project moved with its config resumes.
         non_finite: what a NaN or infinite training loss does: ``"stop"`` ends training with a
             :class:`~helios.trainer.NonFiniteLossError` naming the step, the metric and the last
             good checkpoint, writing no checkpoint of the poisoned state (checked at logging
@@ -185,6 +188,7 @@ class Trainer:
         dry_run: int | None = None,
         config: Mapping[str, Any] | None = None,
         allow_change: Sequence[str] = (),
+        config_dir: str | os.PathLike[str] | None = None,
         non_finite: Literal["stop", "skip", "ignore"] = "stop",
         track_performance: bool = True,
         hparams: Mapping[str, Any] | None = None,
@@ -220,6 +224,7 @@ class Trainer:
             dry_run=dry_run,
             config=dict(config) if config is not None else None,
             allow_change=tuple(allow_change),
+            config_dir=Path(config_dir).resolve() if config_dir is not None else None,
             non_finite=non_finite,
             track_performance=track_performance,
             hparams=dict(hparams) if isinstance(hparams, Mapping) else hparams,
