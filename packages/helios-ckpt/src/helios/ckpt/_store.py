@@ -52,7 +52,7 @@ from helios.ckpt import _format, _migrations, _retention, _sharded, _snapshot
 from helios.ckpt._warnings import CheckpointWarning
 from helios.core import CheckpointError, CheckpointInfo, ConfigurationError, HeliosError
 
-__all__ = ["CheckpointEntry", "DirectoryCheckpointStore"]
+__all__ = ["CheckpointEntry", "DirectoryCheckpointStore", "consolidate"]
 
 _LOG = logging.getLogger("helios.ckpt")
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
@@ -1221,3 +1221,75 @@ class DirectoryCheckpointStore:
                 f"checkpoint {path} cannot be read: {exc}"
             ) from exc
         return _migrations.migrate(state, header.format_version, path)
+
+
+def consolidate(folder: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
+    """Write one ordinary Helios checkpoint file holding the whole state of a sharded one.
+
+    The sharded checkpoint is verified (every file's size and SHA-256 against its manifest),
+    read whole in this process (every sharded tensor gathered into one plain CPU tensor, every
+    object loaded ``weights_only``) and written to ``output`` as :meth:`DirectoryCheckpointStore.
+    save` writes a file: atomically, with the same step, epoch, metrics and wall time in its
+    header. The file loads with :meth:`DirectoryCheckpointStore.load` (and so with
+    ``Trainer.test``, ``helios export``...) on any number of processes.
+
+    Example:
+        >>> consolidate("runs/x/checkpoints/step-00000400", "model-400.pt")  # doctest: +SKIP
+
+    Args:
+        folder: the sharded checkpoint (``RUN_DIR/checkpoints/step-NNNNNNNN``).
+        output: the file to write (its folder must exist; an existing file is replaced).
+
+    Returns:
+        ``output``.
+
+    Raises:
+        ConfigurationError: ``output`` is a folder or lies inside ``folder``.
+        CheckpointError: ``folder`` is not a sharded checkpoint, is damaged, holds objects
+            ``weights_only`` refuses, or ``output`` cannot be written.
+    """
+    source = Path(folder)
+    target = Path(output)
+    if target.is_dir():
+        raise ConfigurationError(f"output={str(target)!r} is a folder; expected a file to write")
+    if not source.is_dir() or not (source / _sharded.MANIFEST).exists():
+        raise CheckpointError(
+            f"{str(source)!r} is not a sharded checkpoint: expected a folder such as "
+            "RUN_DIR/checkpoints/step-00000400 holding a manifest.json"
+        )
+    if target.resolve().is_relative_to(source.resolve()):
+        raise ConfigurationError(
+            f"output={str(target)!r} lies inside the sharded checkpoint {str(source)!r}; "
+            "expected a file outside it"
+        )
+    store = DirectoryCheckpointStore(source.parent, keep_last=None)
+    try:
+        info = store._verified_info(source, None)
+        state = store.load(source)
+    finally:
+        store.close()
+    written = str(target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp"))
+    temporary: str | None = written
+    try:
+        fd = os.open(written, _O_FLAGS, 0o666)
+        with open(fd, "r+b", buffering=0) as file:
+            _format.write_checkpoint(
+                file,
+                state,
+                step=info.step,
+                epoch=info.epoch,
+                wall_time=info.wall_time,
+                metrics=dict(info.metrics),
+            )
+        os.replace(written, target)
+        temporary = None
+        _fsync_directory(target.parent if str(target.parent) else Path("."))
+    except Exception as exc:
+        raise CheckpointError(
+            f"could not write the consolidated checkpoint {target}: {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+    return target
