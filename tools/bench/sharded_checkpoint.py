@@ -22,6 +22,7 @@ Gloo group of asynchronous saves is created once per run). Run from the reposito
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import statistics
 import tempfile
@@ -88,18 +89,18 @@ def rank_main(folder: str, layers: int, width: int, repeat: int) -> None:
         store.wait()
         if rank == 0:
             single.save(full, step=0, epoch=0)
-        step = 0
-        for _ in range(repeat):
-            step += 1
-            times["sharded"].append(timed(lambda: store.save_sharded(sharded, step=step, epoch=0)))
-            step += 1
-            times["single"].append(
-                timed(lambda: single.save(full, step=step, epoch=0) if rank == 0 else None)
+        save_single = single.save if rank == 0 else (lambda *args, **kwargs: None)
+        for round_ in range(repeat):
+            step = 3 * round_ + 1
+            times["sharded"].append(
+                timed(functools.partial(store.save_sharded, sharded, step=step, epoch=0))
             )
-            step += 1
+            times["single"].append(timed(functools.partial(save_single, full, step=step, epoch=0)))
             times["async"].append(
                 timed(
-                    lambda: store.save_sharded(sharded, step=step, epoch=0, asynchronous=True)
+                    functools.partial(
+                        store.save_sharded, sharded, step=step + 2, epoch=0, asynchronous=True
+                    )
                 )
             )
             store.wait()
