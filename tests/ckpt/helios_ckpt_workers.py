@@ -171,6 +171,7 @@ def sharded_checkpoints(folder: str) -> None:
         ctx.barrier()
         results["after_failures"] = sorted(path.name for path in store.directory.iterdir())
         results["latest_after_failures"] = store.latest()
+        ctx.barrier()  # both ranks looked before step 8 starts
 
         # A newer checkpoint, then damage it three ways: each time the older one is used.
         store.save_sharded(sharded_state(model, optimizer), step=8, epoch=0)

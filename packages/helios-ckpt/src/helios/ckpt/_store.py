@@ -263,6 +263,7 @@ class DirectoryCheckpointStore:
         self._verified: dict[Path, tuple[tuple[int, ...], _format.Header]] = {}
         self._verified_folders: dict[Path, tuple[Any, _sharded.Manifest]] = {}
         self._async_groups: dict[int, _sharded.Group] = {}
+        self._stagers: dict[int, _sharded.ReusingStager] = {}
 
     @property
     def directory(self) -> Path:
@@ -427,7 +428,8 @@ class DirectoryCheckpointStore:
             _sharded.write(state, temporary, group)
             return self._commit_sharded(temporary, final, group, record)
         background = self._async_group(group)
-        written = _sharded.write_asynchronously(state, temporary, background)
+        stager = self._stagers.setdefault(id(background.group), _sharded.ReusingStager())
+        written = _sharded.write_asynchronously(state, temporary, background, stager)
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(
@@ -648,6 +650,7 @@ class DirectoryCheckpointStore:
         finally:
             self._closed = True
             self._staging = []
+            self._stagers = {}
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None
