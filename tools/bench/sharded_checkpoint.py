@@ -104,10 +104,12 @@ def rank_main(folder: str, layers: int, width: int, repeat: int) -> None:
                 )
             )
             store.wait()
-        size = sum(f.stat().st_size for f in Path(folder, "sharded").rglob("*") if f.is_file())
         store.close()
         single.close()
-        if rank == 0:
+        ctx.barrier()
+        if rank == 0:  # rank 0 prunes: only it may walk the folder safely
+            sharded_files = Path(folder, "sharded").rglob("*")
+            size = sum(path.stat().st_size for path in sharded_files if path.is_file())
             report(parameters, size, ctx.world_size, repeat, times)
 
 

@@ -24,7 +24,14 @@ What it promises and how:
   background thread; the next save waits for the previous one, and a background failure is
   raised by the next :meth:`save`, :meth:`wait` or :meth:`close` (and logged when it happens).
 
-One process writes a folder (in distributed training, rank 0); any number may read it.
+* **Sharded checkpoints** (:meth:`~DirectoryCheckpointStore.save_sharded`, a collective) are
+  folders ``step-00000040/`` beside the files, written by every rank through
+  ``torch.distributed.checkpoint`` and committed by rank 0 with a manifest of every file's size
+  and SHA-256 (:mod:`helios.ckpt._sharded`). Listing, ``latest``, ``best``, fallback, retention
+  and ``weights_only``-safe loading treat both kinds alike, mixed in one folder.
+
+One process writes a folder's files (in distributed training, rank 0), all ranks together its
+sharded checkpoints; any number may read it.
 """
 
 from __future__ import annotations
