@@ -46,6 +46,7 @@ from helios.core.protocols import (
     DistributedContext,
     MetricLogger,
     ProcessInfo,
+    ShardedCheckpointStore,
     SizedIterable,
     Stateful,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "RegistryError",
     "ResumeError",
     "RunFolderLockedError",
+    "ShardedCheckpointStore",
     "SizedIterable",
     "Stateful",
     "StepOutput",
