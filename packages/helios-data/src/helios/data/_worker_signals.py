@@ -17,13 +17,24 @@ ends any iterator: by shutting its workers down. Two pieces make it race-free:
 - :class:`IgnoreStopSignals` wraps the user's ``worker_init_fn``: in the worker it sets the stop
   signals to ``SIG_IGN`` and unblocks them (a pending one is then discarded), then calls the
   user's function.
+
+A worker that ignores stop signals must still end when its main process dies without shutting
+it down (SIGKILL, a launcher terminating a rank after another failed). torch's worker watches
+its parent process for that. Under the ``forkserver`` start method (Helios' auto-spawned ranks
+use it for their workers) the parent is the fork server, and every worker holds the server's
+"alive" pipe open, so the server outlives the main process and the workers wait on it forever,
+holding the job's output pipes (a launcher reading them hangs). So :class:`IgnoreStopSignals`
+also closes the worker's copy of that pipe: the server then ends with the main process, and the
+workers see their parent gone and exit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from collections.abc import Callable, Iterator
+from multiprocessing import forkserver
 from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
@@ -63,8 +74,26 @@ class IgnoreStopSignals:
         for stop_signal in STOP_SIGNALS:
             signal.signal(stop_signal, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        release_fork_server()
         if self.user_init is not None:
             self.user_init(worker_id)
+
+
+def release_fork_server() -> None:
+    """Close this process's copy of its fork server's "alive" pipe (see the module's docstring).
+
+    A process forked by a fork server inherits the write end of the pipe the server watches to
+    know its main process is alive; while any copy is open the server stays up. Nothing to do in
+    a process that holds none (started by ``fork`` or ``spawn`` from a main process without a
+    fork server).
+    """
+    server = forkserver._forkserver  # the process-wide ForkServer; CPython keeps the fd here
+    alive = getattr(server, "_forkserver_alive_fd", None)
+    if alive is None:
+        return
+    vars(server)["_forkserver_alive_fd"] = None  # not in typeshed
+    with contextlib.suppress(OSError):
+        os.close(alive)
 
 
 class StopSafeDataLoader(DataLoader[Any]):
