@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +17,7 @@ from typing import Any, Literal
 from helios.core import CheckpointStore, ConfigurationError, DistributedContext, MetricLogger
 
 __all__ = [
+    "COMPILE_OPTIONS",
     "DEFAULT_KEEP_CHECKPOINTS",
     "DEFAULT_TIMEOUT",
     "PRECISIONS",
@@ -63,6 +64,45 @@ def _check_devices(devices: object) -> None:
         "devices must be 'auto', 'cpu', a number of processes or a list of distinct GPU "
         f"ids, got {devices!r}"
     )
+
+
+COMPILE_OPTIONS = ("mode", "dynamic", "fullgraph", "backend", "options", "regional")
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _check_compile(value: object) -> None:
+    """``compile`` is a bool or a dict of ``torch.compile``'s options (and ``regional``)."""
+    if isinstance(value, bool):
+        return
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"compile must be True, False or a dict of torch.compile options "
+            f"{COMPILE_OPTIONS}, got {value!r}"
+        )
+    unknown = sorted(str(key) for key in value if key not in COMPILE_OPTIONS)
+    if unknown:
+        raise ConfigurationError(
+            f"compile has unknown option(s) {unknown}; expected some of {COMPILE_OPTIONS}"
+        )
+    expected = {
+        "mode": (value.get("mode") in COMPILE_MODES, f"one of {COMPILE_MODES}"),
+        "dynamic": (value.get("dynamic") in (None, True, False), "True, False or None"),
+        "fullgraph": (isinstance(value.get("fullgraph", False), bool), "True or False"),
+        "regional": (value.get("regional") in (None, True, False), "True, False or None"),
+        "backend": (
+            isinstance(value.get("backend", ""), str) or callable(value["backend"]),
+            "the name of a torch.compile backend or a backend callable",
+        ),
+        "options": (isinstance(value.get("options", {}), Mapping), "a dict"),
+    }
+    for option, (good, what) in expected.items():
+        if not good:
+            raise ConfigurationError(f"compile[{option!r}] must be {what}, got {value[option]!r}")
+    if value.get("mode") not in (None, "default") and "options" in value:
+        raise ConfigurationError(
+            f"compile['mode']={value['mode']!r} and compile['options'] conflict "
+            "(torch.compile takes one or the other)"
+        )
 
 
 def _conflicts(name: str, given: object, others: dict[str, tuple[object, object]]) -> None:
@@ -113,6 +153,7 @@ class Settings:
     distributed: DistributedContext | None
     callbacks: tuple[Any, ...] = ()
     dry_run: int | None = None
+    compile: bool | Mapping[str, Any] = False
 
     def __post_init__(self) -> None:
         """Check every value, then the combinations."""
@@ -168,6 +209,7 @@ class Settings:
                 f"backend must be 'auto', 'nccl' or 'gloo', got {self.backend!r}"
             )
         _check_devices(self.devices)
+        _check_compile(self.compile)
         seed = self.seed
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
             raise ConfigurationError(f"seed must be an int in [0, 2**32), got {seed!r}")

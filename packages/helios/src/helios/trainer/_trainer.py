@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -123,6 +123,15 @@ class Trainer:
             there is test data) through every hook and callback, in a temporary folder that is
             then deleted: nothing is written to ``run_dir``, and a later real run starts from
             step 0. (``Model.should_training_stop`` instead ends the run for good.)
+        compile: compile the networks with ``torch.compile`` for ``fit``: ``False``
+            (default), ``True``, or a dict of ``torch.compile``'s options (``mode``,
+            ``dynamic``, ``fullgraph``, ``backend``, ``options``) and ``regional``. Every
+            network with trainable parameters is compiled in place (``nn.Module.compile``), so
+            checkpoints keep the plain network's keys and resume with or without compile. When
+            the model names block classes in :attr:`Model.compile_modules
+            <helios.core.Model.compile_modules>`, each block is compiled instead of the whole
+            network (``regional``: ``False`` compiles whole networks anyway). Compilation makes
+            the first steps slow; see the compile guide.
 
     Raises:
         ConfigurationError: an argument has a value the trainer cannot work with, or two
@@ -159,6 +168,7 @@ class Trainer:
         distributed: DistributedContext | None = None,
         callbacks: Sequence[Callback] = (),
         dry_run: int | None = None,
+        compile: bool | Mapping[str, Any] = False,
     ) -> None:
         """Validate and keep the settings; nothing starts until :meth:`fit` or :meth:`test`."""
         self.settings = Settings.of_run_dir(
@@ -189,6 +199,7 @@ class Trainer:
             distributed=distributed,
             callbacks=tuple(callbacks),
             dry_run=dry_run,
+            compile=dict(compile) if isinstance(compile, Mapping) else compile,
         )
         # refused now rather than in fit: a bad callback, a duplicate state_key, a conflict
         Callbacks(
