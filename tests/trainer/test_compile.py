@@ -8,17 +8,21 @@ into code changes neither the keys of a checkpoint nor where dynamo breaks or re
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import torch.distributed as dist
 from resume_checks import final_checkpoint
 from torch import nn
 from torch._dynamo.utils import counters
+from torch.nn.parallel import DistributedDataParallel
 from toy_training import ToyData, ToyModel
 
 from helios.core import ConfigurationError, ExportTarget, Model, TrainingState, unwrap
+from helios.dist import free_port
 from helios.trainer import Callback, FitResult, Trainer
 
 SETTINGS: dict[str, Any] = {
@@ -246,6 +250,33 @@ def test_regional_compile_compiles_the_named_blocks(tmp_path: Path, regional: bo
     assert all(module._compiled_call_impl is None for module in model.net.modules())
     saved = final_checkpoint(tmp_path)["model"]["networks"]["net"]
     assert saved.keys() == Stack().state_dict().keys()
+
+
+@pytest.fixture
+def group_of_one() -> Iterator[None]:
+    """A real one-process Gloo group, as DDP needs."""
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
+    )
+    yield
+    dist.destroy_process_group()
+
+
+def test_unwrap_removes_compile_and_ddp_in_any_nesting(group_of_one: None) -> None:
+    net = ToyModel()
+    net.setup()
+    plain = list(net.net.state_dict())
+    compiled = torch.compile(net.net)  # lazy: nothing compiles until it is called
+    assert list(compiled.state_dict()) == [f"_orig_mod.{key}" for key in plain]
+    for wrapped in (
+        compiled,
+        DistributedDataParallel(compiled),
+        torch.compile(DistributedDataParallel(net.net)),
+    ):
+        assert unwrap(wrapped) is net.net
+        assert list(unwrap(wrapped).state_dict()) == plain
+    net.net.compile()  # in place: nothing to remove
+    assert unwrap(net.net) is net.net
 
 
 @pytest.mark.parametrize(
