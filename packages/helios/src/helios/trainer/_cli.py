@@ -100,6 +100,7 @@ def verify_resume(args: argparse.Namespace) -> int:
         seed=args.seed,
         model_args=args.model_args,
         data_args=args.data_args,
+        compile_networks=args.compile,
     )
 
 
@@ -172,6 +173,11 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="loader workers for training (default: as set)"
     )
     checking.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
+    checking.add_argument(
+        "--compile",
+        action="store_true",
+        help="train every run with Trainer(compile=True); each process compiles, so it is slow",
+    )
     return parser
 
 
