@@ -118,7 +118,10 @@ class CompiledInSetup(ToyModel):
 
 def test_a_network_compiled_by_hand_is_saved_without_the_wrapper(tmp_path: Path) -> None:
     model = CompiledInSetup()
-    fit(tmp_path, model, total=2)
+    ours = CountingBackend()
+    fit(tmp_path, model, total=2, compile={"backend": ours})
+    assert counters["stats"]["unique_graphs"] > 0  # compiled by the user's torch.compile ...
+    assert ours.graphs == 0  # ... and not compiled again by the trainer
     assert type(model.net).__name__ == "OptimizedModule"  # the user's own wrapper stays
     saved = final_checkpoint(tmp_path)["model"]["networks"]["net"]
     assert not [key for key in saved if "_orig_mod" in key]

@@ -36,7 +36,8 @@ def _targets(model: Model, regional: bool) -> list[nn.Module]:
     blocks = type(model).compile_modules
     targets: list[nn.Module] = []
     for name, network in model.networks().items():
-        if unwrap(network) is not network:  # the user compiled (or wrapped) it already
+        # the user compiled (torch.compile or nn.Module.compile) or wrapped it already
+        if unwrap(network) is not network or network._compiled_call_impl is not None:
             _log.info(
                 "network %r is wrapped already (%s): not compiled again",
                 name,
