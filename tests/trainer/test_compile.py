@@ -1,5 +1,8 @@
 """``Trainer(compile=...)`` in one process: plain checkpoint keys, resume across, no graph breaks.
 
+Also ``helios.core.unwrap`` (DDP, compile, FSDP2), here because its cases import dynamo, which
+this module pays for anyway.
+
 Compiled runs use cheap backends: ``"aot_eager"`` (dynamo's capture and AOTAutograd, the path
 inductor builds on, without its C++ code generation: minutes on two shared cores) where the
 numbers matter, and a counting backend where only the graphs do. Which backend turns a graph
@@ -18,6 +21,7 @@ import torch.distributed as dist
 from resume_checks import final_checkpoint
 from torch import nn
 from torch._dynamo.utils import counters
+from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 from toy_training import ToyData, ToyModel
 
@@ -280,6 +284,15 @@ def test_unwrap_removes_compile_and_ddp_in_any_nesting(group_of_one: None) -> No
         assert list(unwrap(wrapped).state_dict()) == plain
     net.net.compile()  # in place: nothing to remove
     assert unwrap(net.net) is net.net
+
+
+def test_unwrap_leaves_an_fsdp2_network_as_it_is(group_of_one: None) -> None:
+    net = ToyModel()
+    net.setup()
+    plain = list(net.net.state_dict())
+    sharded = fully_shard(net.net)  # the class changes in place; the keys stay
+    assert unwrap(sharded) is sharded
+    assert list(sharded.state_dict()) == plain
 
 
 @pytest.mark.parametrize(
