@@ -10,6 +10,10 @@ Run it (about a minute on 2 CPU cores):
     uv run python docs/examples/digits.py            # trains, or resumes where it stopped
     uv run python docs/examples/digits.py --fresh    # deletes the run folder and starts over
 
+or from its config file, ``digits.toml`` beside it, which builds the same objects:
+
+    uv run helios fit docs/examples/digits.toml
+
 Stop it at any moment (Ctrl-C): it checkpoints and exits; run it again and it resumes,
 ending bitwise identical to a run that never stopped. Run it once more after it finished and it
 reports the run complete instead of training again.
@@ -18,7 +22,9 @@ reports the run complete instead of training again.
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +62,12 @@ class DigitImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 class Digits(DataModule):
     """Train, validation and test splits of the scikit-learn digits (fixed split)."""
 
+    safe_to_change_on_resume = ("workers",)  # batches do not depend on the number of workers
+
+    def __init__(self, workers: int = 2, batch_size: int = 64) -> None:
+        super().__init__()
+        self.workers, self.batch_size = workers, batch_size
+
     def setup(self) -> None:
         digits = load_digits()
         images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
@@ -64,40 +76,62 @@ class Digits(DataModule):
         train, valid, test = order[:1300], order[1300:1550], order[1550:]
         self.add_train(
             DigitImages(images[train], labels[train], augment=True),
-            DataLoaderParams(batch_size=64, shuffle=True, num_workers=2, persistent_workers=True),
+            DataLoaderParams(
+                batch_size=self.batch_size,
+                shuffle=True,
+                num_workers=self.workers,
+                persistent_workers=self.workers > 0,
+            ),
         )
         self.add_valid(DigitImages(images[valid], labels[valid], False), DataLoaderParams(256))
         self.add_test(DigitImages(images[test], labels[test], False), DataLoaderParams(256))
 
 
 class SmallCNN(nn.Sequential):
-    def __init__(self) -> None:
+    def __init__(self, width: int = 32, dropout: float = 0.25) -> None:
         super().__init__(
-            nn.Conv2d(1, 32, 3, padding=1),
+            nn.Conv2d(1, width, 3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Flatten(),
-            nn.Dropout(0.25),
-            nn.Linear(64 * 4 * 4, 10),
+            nn.Dropout(dropout),
+            nn.Linear(2 * width * 4 * 4, 10),
         )
+
+
+EPOCHS = 12
+STEPS_PER_EPOCH = 21  # ceil(1300 / 64)
+ADAMW = functools.partial(torch.optim.AdamW, lr=3e-3, weight_decay=1e-4)
+ONE_CYCLE = functools.partial(
+    torch.optim.lr_scheduler.OneCycleLR, max_lr=3e-3, total_steps=EPOCHS * STEPS_PER_EPOCH
+)
 
 
 class Classifier(Model):
-    """The CNN, its optimizer and schedule; keeps the checkpoint with the best accuracy."""
+    """The CNN, its optimizer and schedule; keeps the checkpoint with the best accuracy.
+
+    The network, optimizer and schedule are given as factories (a config file's tables become
+    them, see ``digits.toml``) and made in ``setup``, after the trainer seeded the RNGs.
+    """
 
     monitor = "accuracy"
     monitor_mode = "max"
-    epochs = 12
-    steps_per_epoch = 21  # ceil(1300 / 64)
+
+    def __init__(
+        self,
+        net: Callable[..., nn.Module] = SmallCNN,
+        optimizer: Callable[..., torch.optim.Optimizer] = ADAMW,
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] = ONE_CYCLE,
+    ) -> None:
+        super().__init__()
+        self.make_net, self.make_optimizer, self.make_scheduler = net, optimizer, scheduler
 
     def setup(self) -> None:
-        self.net = SmallCNN()
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=3e-3, weight_decay=1e-4)
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=3e-3, total_steps=self.epochs * self.steps_per_epoch
-        )
+        self.net = self.make_net()
+        self.optimizer = self.make_optimizer(self.net.parameters())
+        self.scheduler = self.make_scheduler(self.optimizer)
 
     def train_step(self, batch: Any, state: TrainingState) -> dict[str, torch.Tensor]:
         images, labels = batch
@@ -133,7 +167,7 @@ def main() -> None:
     trainer = Trainer(
         run_dir=args.run_dir,
         unit="epoch",
-        total=Classifier.epochs,
+        total=EPOCHS,
         log_every=7,
         seed=7,
         progress=True,

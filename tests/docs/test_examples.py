@@ -15,8 +15,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import torch
 from docs_blocks import DOCS
+from example_runs import EXAMPLES, run_example
 from state_checks import assert_nested_equal, nested_difference
 
 from helios.ckpt import DirectoryCheckpointStore
@@ -24,48 +24,18 @@ from helios.core import Model
 from helios.trainer import Callback, Trainer, TrainerState
 from helios.trainer._cli import main as helios_command
 
-EXAMPLES = DOCS / "examples"
-
-
-def run_example(name: str, *args: str, expect: int = 0, cwd: Path | None = None) -> str:
-    completed = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-        cwd=cwd,
-    )
-    output = completed.stdout + completed.stderr
-    assert completed.returncode == expect, f"exit {completed.returncode}:\n{output}"
-    return output
-
 
 def test_every_example_file_is_tested_here() -> None:
-    source = Path(__file__).read_text(encoding="utf-8")
+    source = "".join(
+        path.read_text(encoding="utf-8") for path in Path(__file__).parent.glob("test_examples*.py")
+    )
     for example in EXAMPLES.iterdir():
-        if example.is_file() and example.name != "digits.py":  # digits: the getting started
+        # digits.py: the getting started; digits.toml: tests/e2e/test_config_digits.py
+        if example.is_file() and example.name not in ("digits.py", "digits.toml"):
             assert f'"{example.name}"' in source or f'"{example.stem}"' in source, example.name
 
 
 # ---- the resumable sampler in a loop of your own ------------------------------------------
-
-
-@pytest.mark.slow
-def test_raw_loop_resumes_exactly_after_a_crash_with_other_workers(tmp_path: Path) -> None:
-    straight = run_example("raw_loop_sampler.py", "--dir", str(tmp_path / "a"))
-    crashed = run_example(
-        "raw_loop_sampler.py", "--dir", str(tmp_path / "b"), "--stop-after", "20", expect=1
-    )
-    assert "died after 20 batches (step 20), unsaved" in crashed
-    resumed = run_example("raw_loop_sampler.py", "--dir", str(tmp_path / "b"), "--workers", "2")
-    assert "resumed at step 15: epoch 1, 32 samples in" in resumed  # the guide's output
-    digest = re.findall(r"weights sha256: ([0-9a-f]{64})", straight)
-    assert digest and digest == re.findall(r"weights sha256: ([0-9a-f]{64})", resumed)
-    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
-    assert_nested_equal(a, b)
-    assert a["data"]["epoch"] == 3 and a["data"]["consumed"] == 0  # saved as the next epoch
 
 
 # ---- checkpoints ------------------------------------------------------------------------
@@ -227,31 +197,3 @@ def test_slurm_script_is_valid_bash_and_runs_an_existing_example() -> None:
     assert commands and all((DOCS.parent / path).is_file() for path in commands)
     assert '"$status" -eq 75' in text  # RESUMABLE_EXIT_CODE
     assert "#SBATCH --signal=USR1@" in text  # a signal the trainer stops on
-
-
-# ---- a stateful callback: an EMA of the weights ---------------------------------------------
-
-
-def ema_of(run_dir: Path) -> dict[str, Any]:
-    with DirectoryCheckpointStore(run_dir / "checkpoints", keep_last=None) as store:
-        saved = store.load()
-    assert saved["training_state"]["step"] == 24
-    return saved["callbacks"]["WeightAverage"]
-
-
-def test_an_ema_callback_stopped_by_sigterm_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
-    run_example("ema_callback.py", str(tmp_path / "straight"))
-    # step 11: epoch 1, batch 3 of 8, off the checkpoint cadence (5)
-    run_example("ema_callback.py", str(tmp_path / "resumed"), "--stop-at", "11", expect=75)
-    with DirectoryCheckpointStore(tmp_path / "resumed" / "checkpoints") as store:
-        stopped = store.load()
-    assert stopped["training_state"]["step"] == 11
-    assert stopped["training_state"]["batch_in_epoch"] == 3
-    assert stopped["callbacks"]["WeightAverage"]["step"] == 11
-    run_example("ema_callback.py", str(tmp_path / "resumed"))  # a fresh process resumes
-    straight, resumed = ema_of(tmp_path / "straight"), ema_of(tmp_path / "resumed")
-    assert straight["average"].keys() == resumed["average"].keys()
-    for name, value in straight["average"].items():
-        assert torch.equal(value, resumed["average"][name]), name
-    weights = final_state(tmp_path / "straight")["networks"]["net"]
-    assert not torch.equal(weights["0.weight"], straight["average"]["0.weight"])  # an average

@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import pytest
-from resume_checks import SUPPORT
+from cli_runs import helios
 from verify_jobs import Blobs, WellBehaved
 
 from helios.trainer import Trainer
-
-HELIOS = [sys.executable, "-m", "helios.trainer"]
-
-
-def helios(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "PYTHONPATH": str(SUPPORT)}
-    return subprocess.run(
-        [*HELIOS, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=environment,
-        cwd=cwd,
-    )
+from helios.trainer._cli import main
 
 
 @pytest.fixture(scope="module")
@@ -90,59 +73,6 @@ def test_export_writes_an_onnx_file_onnxruntime_runs(run_dir: Path, tmp_path: Pa
     assert logits.shape == (5, 2)
 
 
-@pytest.mark.slow
-def test_verify_resume_reports_identical_for_a_well_behaved_model() -> None:
-    result = helios(
-        "verify-resume",
-        "--model",
-        "verify_jobs:WellBehaved",
-        "--data",
-        "verify_jobs:Blobs",
-        "--steps",
-        "5",  # one epoch: three stops (mid-epoch, SIGKILL, at the last step), not four
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "resumable: identical" in result.stdout
-
-
-@pytest.mark.slow
-def test_verify_resume_names_the_tensor_of_an_unseeded_model() -> None:
-    result = helios(
-        "verify-resume",
-        "--model",
-        "verify_jobs:Unseeded",
-        "--data",
-        "verify_jobs:Blobs",
-        "--steps",
-        "5",  # one epoch: three stops (mid-epoch, SIGKILL, at the last step), not four
-    )
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "resumable: NO" in result.stdout
-    assert "first differing tensor: model/networks/net/" in result.stdout
-    assert "unseeded randomness" in result.stdout
-
-
-@pytest.mark.slow
-def test_verify_resume_catches_an_epoch_start_hook_drawing_from_an_unsaved_generator() -> None:
-    result = helios(
-        "verify-resume",
-        "--model",
-        "verify_jobs:EpochStartFromPrivateGenerator",
-        "--data",
-        "verify_jobs:Blobs",
-        "--steps",
-        "12",
-    )
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "resumable: NO" in result.stdout
-    # 5 batches an epoch: a stop at an epoch's end always starts an epoch in a fresh process
-    assert "SIGTERM at an epoch's last batch (after step" in result.stdout
-    exposed = next(line for line in result.stdout.splitlines() if "exposed by:" in line)
-    assert "SIGTERM at an epoch's last batch" in exposed
-    assert "first differing metric record: step" in result.stdout
-    assert "on_training_epoch_start" in result.stdout
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -175,3 +105,36 @@ def test_a_corrupt_checkpoint_given_to_export_is_one_clear_line(tmp_path: Path) 
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_verify_resume_refuses_an_unknown_stop_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["verify-resume", "--model", "verify_jobs:WellBehaved", "--data", "verify_jobs:Blobs"]
+    with pytest.raises(SystemExit) as stopped:
+        main([*args, "--stops", "sigterm,nope"])
+    assert stopped.value.code == 2
+    assert (
+        "--stops: got 'sigterm,nope'; expected one or more of sigterm, sigkill, epoch-end, "
+        "last-step, separated by commas" in capsys.readouterr().err
+    )
+
+
+def test_verify_resume_says_when_no_stop_asked_for_applies(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status = main(
+        [
+            "verify-resume",
+            "--model",
+            "verify_jobs:WellBehaved",
+            "--data",
+            "verify_jobs:Blobs",
+            "--steps",
+            "4",  # 5 batches an epoch: no epoch ends before the last step
+            "--stops",
+            "epoch-end",
+        ]
+    )
+    assert status == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("helios verify-resume: error: none of the stops epoch-end applies")
+    assert len(error.splitlines()) == 1

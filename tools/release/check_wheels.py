@@ -15,7 +15,9 @@ Run (after ``uv build --all-packages --out-dir dist``):
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import email.parser
+import functools
 import re
 import subprocess
 import sys
@@ -67,15 +69,21 @@ def closure(distribution: str, wheels: dict[str, Path]) -> list[Path]:
     return [wheels[name] for name in seen]
 
 
-def check(distribution: str, wheels: dict[str, Path], workdir: Path) -> None:
+def check(distribution: str, wheels: dict[str, Path], workdir: Path) -> str:
+    """Install ``distribution`` alone into a fresh venv and run its probe and smoke test.
+
+    Returns the lines to print; the commands' output is captured, and shown only on failure,
+    so that checks running side by side do not interleave.
+    """
     started = time.perf_counter()
     venv = workdir / distribution
     python = venv / "bin" / "python"
-    subprocess.run(["uv", "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
-    subprocess.run(
+    output: list[str] = []
+    run = functools.partial(_run, distribution, output)
+    run(["uv", "venv", "--quiet", "--python", sys.executable, str(venv)])
+    run(
         ["uv", "pip", "install", "--quiet", "--python", str(python)]
-        + [str(w) for w in closure(distribution, wheels)],
-        check=True,
+        + [str(w) for w in closure(distribution, wheels)]
     )
     module = import_name(distribution)
     forbid = [] if distribution in MAY_BE_HEAVY else list(HEAVY)
@@ -87,12 +95,29 @@ def check(distribution: str, wheels: dict[str, Path], workdir: Path) -> None:
         f"loaded = [m for m in {list(HEAVY)!r} if m in sys.modules]\n"
         f"assert {distribution in MAY_BE_HEAVY!r} or not loaded, f'imported: {{loaded}}'\n"
     )
-    subprocess.run([str(python), "-c", probe], check=True, cwd=workdir)
+    run([str(python), "-c", probe], cwd=workdir)
     smoke = SMOKE / f"{module.replace('.', '-')}.py"
     if smoke.exists():
-        subprocess.run([str(python), str(smoke)], check=True, cwd=workdir)
+        run([str(python), str(smoke)], cwd=workdir)
     extra = f" + {smoke.name}" if smoke.exists() else ""
-    print(f"ok  {distribution}: imports {module}{extra} ({time.perf_counter() - started:.0f} s)")
+    elapsed = time.perf_counter() - started
+    output.append(f"ok  {distribution}: imports {module}{extra} ({elapsed:.0f} s)")
+    return "\n".join(output)
+
+
+class CheckFailedError(Exception):
+    """One distribution's check failed; the message holds its commands' output."""
+
+
+def _run(distribution: str, output: list[str], command: list[str], cwd: Path | None = None) -> None:
+    completed = subprocess.run(command, capture_output=True, text=True, check=False, cwd=cwd)
+    text = (completed.stdout + completed.stderr).strip()
+    if completed.returncode != 0:
+        raise CheckFailedError(
+            f"FAILED {distribution}: {' '.join(command)} exited {completed.returncode}\n{text}"
+        )
+    if text:
+        output.append(text)
 
 
 def main() -> None:
@@ -102,9 +127,20 @@ def main() -> None:
     wheels = {distribution_name(w): w for w in sorted(args.dist.glob("*.whl"))}
     if len(wheels) != 7:
         sys.exit(f"expected 7 wheels in {args.dist}, found {sorted(wheels)}")
-    with tempfile.TemporaryDirectory(prefix="helios-wheels-") as workdir:
-        for distribution in sorted(wheels):
-            check(distribution, wheels, Path(workdir))
+    failed = False
+    with (
+        tempfile.TemporaryDirectory(prefix="helios-wheels-") as workdir,
+        concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool,  # CI has two cores
+    ):
+        futures = [pool.submit(check, d, wheels, Path(workdir)) for d in sorted(wheels)]
+        for future in futures:
+            try:
+                print(future.result(), flush=True)
+            except CheckFailedError as error:
+                print(error, flush=True)
+                failed = True
+    if failed:
+        sys.exit("some wheels failed their check (see above)")
 
 
 if __name__ == "__main__":

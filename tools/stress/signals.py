@@ -1,6 +1,6 @@
 """Stress the graceful stop: every signal case, many times, at random moments; print a tally.
 
-The test suite stops each case once, at a known step (tests/trainer/test_stop_signals.py). A
+The test suite stops each case once, at a known step (tests/trainer/test_stop_signals_*.py). A
 race hides there: here each case is stopped ``--repeat`` times by ``os.killpg`` of the job's
 process group (as SLURM, Kubernetes or Ctrl-C stop a job) at a random moment of the training,
 worker start-up and epoch ends included, then resumed and compared with a straight run bit for

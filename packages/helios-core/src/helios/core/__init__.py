@@ -11,11 +11,13 @@ from importlib.metadata import PackageNotFoundError, version
 
 from helios.core._builtin_registries import (
     LOSS_REGISTRY,
+    MODEL_REGISTRY,
     NETWORK_REGISTRY,
     OPTIMIZER_REGISTRY,
     SCHEDULER_REGISTRY,
 )
 from helios.core._checks import ModelWarning, check_model_initialised, check_model_setup
+from helios.core._entry_points import REGISTRY_ENTRY_POINTS, load_registry_entry_points
 from helios.core._errors import (
     CheckpointError,
     ConfigurationError,
@@ -56,8 +58,10 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "LOSS_REGISTRY",
+    "MODEL_REGISTRY",
     "NETWORK_REGISTRY",
     "OPTIMIZER_REGISTRY",
+    "REGISTRY_ENTRY_POINTS",
     "SCHEDULER_REGISTRY",
     "WEIGHTS_FORMAT",
     "CheckpointError",
@@ -86,6 +90,7 @@ __all__ = [
     "capture_rng_state",
     "check_model_initialised",
     "check_model_setup",
+    "load_registry_entry_points",
     "numpy_generator",
     "read_weights",
     "restore_rng_state",

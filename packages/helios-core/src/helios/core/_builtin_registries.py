@@ -1,8 +1,8 @@
 """The registries every Helios install has, pre-filled with PyTorch's own classes.
 
-``NETWORK_REGISTRY`` starts empty: networks are the user's. Losses, optimizers and learning-rate
-schedulers hold every class PyTorch ships, under its class name (``"CrossEntropyLoss"``,
-``"AdamW"``, ``"OneCycleLR"``), so configuration can name them.
+``NETWORK_REGISTRY`` and ``MODEL_REGISTRY`` start empty: networks and models are the user's.
+Losses, optimizers and learning-rate schedulers hold every class PyTorch ships, under its class
+name (``"CrossEntropyLoss"``, ``"AdamW"``, ``"OneCycleLR"``), so configuration can name them.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from helios.core._model import Model
 from helios.core._registry import Registry
 
 __all__ = [
     "LOSS_REGISTRY",
+    "MODEL_REGISTRY",
     "NETWORK_REGISTRY",
     "OPTIMIZER_REGISTRY",
     "SCHEDULER_REGISTRY",
@@ -27,6 +29,8 @@ NETWORK_REGISTRY: Registry[Callable[..., nn.Module]] = Registry("networks")
 LOSS_REGISTRY: Registry[Callable[..., nn.Module]] = Registry("losses")
 OPTIMIZER_REGISTRY: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizers")
 SCHEDULER_REGISTRY: Registry[Callable[..., Any]] = Registry("schedulers")
+MODEL_REGISTRY: Registry[Callable[..., Model]] = Registry("models")
+"""``Model`` subclasses by name, for ``[model] type = "..."`` of a configuration file."""
 
 
 def _public_subclasses(namespace: object, base: type) -> list[type]:

@@ -82,9 +82,13 @@ class Registry(Generic[T]):
         """Return what is registered under ``name``.
 
         Raises:
-            RegistryError: nothing is registered under ``name``; the message lists the
-                closest registered names.
+            RegistryError: nothing is registered under ``name``, even after loading the
+                ``helios.registries`` entry points; the message lists the closest names.
         """
+        if name not in self._entries:
+            from helios.core._entry_points import load_registry_entry_points
+
+            load_registry_entry_points()  # an installed package may provide it
         try:
             return self._entries[name]
         except KeyError:

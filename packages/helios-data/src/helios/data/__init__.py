@@ -15,12 +15,18 @@ from helios.data._loader import ResumableDataLoader
 from helios.data._params import DataLoaderParams
 from helios.data._permutation import FeistelPermutation
 from helios.data._position import PositionClaim, SamplePosition
-from helios.data._registries import COLLATE_REGISTRY, DATASET_REGISTRY, SAMPLER_REGISTRY
+from helios.data._registries import (
+    COLLATE_REGISTRY,
+    DATAMODULE_REGISTRY,
+    DATASET_REGISTRY,
+    SAMPLER_REGISTRY,
+)
 from helios.data._sampler import ResumableSampler
 from helios.data._seeding import BatchKey, SeededDataset, seed_batch
 
 __all__ = [
     "COLLATE_REGISTRY",
+    "DATAMODULE_REGISTRY",
     "DATASET_REGISTRY",
     "SAMPLER_REGISTRY",
     "BatchKey",

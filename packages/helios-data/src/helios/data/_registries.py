@@ -9,7 +9,7 @@ PyTorch's own datasets and collate functions and with Helios' sampler, and users
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import (
     ConcatDataset,
@@ -24,7 +24,10 @@ from torch.utils.data import (
 from helios.core import Registry
 from helios.data._sampler import ResumableSampler
 
-__all__ = ["COLLATE_REGISTRY", "DATASET_REGISTRY", "SAMPLER_REGISTRY"]
+if TYPE_CHECKING:  # _datamodule imports this module
+    from helios.data._datamodule import DataModule
+
+__all__ = ["COLLATE_REGISTRY", "DATAMODULE_REGISTRY", "DATASET_REGISTRY", "SAMPLER_REGISTRY"]
 
 DATASET_REGISTRY: Registry[Callable[..., Dataset[Any]]] = Registry("datasets")
 """Datasets by name; holds torch's ``TensorDataset``, ``ConcatDataset``, ``Subset``, ..."""
@@ -34,6 +37,9 @@ COLLATE_REGISTRY: Registry[Callable[[list[Any]], Any]] = Registry("collate funct
 
 SAMPLER_REGISTRY: Registry[Callable[..., ResumableSampler]] = Registry("samplers")
 """Sampler factories by name, called like :class:`ResumableSampler`; holds ``ResumableSampler``."""
+
+DATAMODULE_REGISTRY: Registry[Callable[..., DataModule]] = Registry("data modules")
+"""``DataModule`` subclasses by name, for ``[data] type = "..."`` of a configuration file."""
 
 for _dataset in (TensorDataset, ConcatDataset, Subset, StackDataset):
     DATASET_REGISTRY.register(_dataset)

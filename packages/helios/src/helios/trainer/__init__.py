@@ -8,8 +8,13 @@ other Helios packages and each can be replaced by an object of the user's.
 from __future__ import annotations
 
 from helios.trainer._callbacks import Callback, EarlyStopping, TrainerState, TrainingProgressBar
+from helios.trainer._config import ConfiguredRun, from_config
 from helios.trainer._fit import FitResult
-from helios.trainer._settings import CheckpointStoreFactory, MetricLoggerFactory
+from helios.trainer._settings import (
+    SAFE_TO_CHANGE_ON_RESUME,
+    CheckpointStoreFactory,
+    MetricLoggerFactory,
+)
 from helios.trainer._signals import (
     RESUMABLE_EXIT_CODE,
     SAME_REQUEST_SECONDS,
@@ -20,10 +25,12 @@ from helios.trainer._trainer import Trainer
 
 __all__ = [
     "RESUMABLE_EXIT_CODE",
+    "SAFE_TO_CHANGE_ON_RESUME",
     "SAME_REQUEST_SECONDS",
     "STOP_SIGNALS",
     "Callback",
     "CheckpointStoreFactory",
+    "ConfiguredRun",
     "EarlyStopping",
     "FitResult",
     "MetricLoggerFactory",
@@ -31,4 +38,5 @@ __all__ = [
     "TrainerState",
     "TrainingAbortedError",
     "TrainingProgressBar",
+    "from_config",
 ]

@@ -91,6 +91,10 @@ class RunRecord:
         last_valid_step: the step of the last validation, if any.
         monitor: ``Model.monitor``, the metric "best" ranks checkpoints by (``None``: none).
         monitor_mode: ``Model.monitor_mode``, whether smaller or larger is better.
+        config_sha256: the SHA-256 of the resolved config the run was built from (``None``:
+            not built from a config); see :func:`helios.trainer.from_config`.
+        config: that resolved config (plain data, without ``trainer.run_dir``), so a resume
+            knows what changed since.
     """
 
     unit: str = "epoch"
@@ -102,13 +106,15 @@ class RunRecord:
     last_valid_step: int | None = None
     monitor: str | None = None
     monitor_mode: str = "min"
+    config_sha256: str | None = None
+    config: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
         """The fields as a dict."""
         return dataclasses.asdict(self)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the fields (``last_valid_step`` and ``monitor*`` may be absent)."""
+        """Restore the fields (``last_valid_step``, ``monitor*``, ``config*``: optional)."""
         for field in dataclasses.fields(self):
             if field.name in state:
                 setattr(self, field.name, state[field.name])

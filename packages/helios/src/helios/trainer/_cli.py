@@ -1,10 +1,12 @@
-"""The ``helios`` command: inspect checkpoints, export to ONNX, check that a model resumes exactly.
+"""The ``helios`` command: train from a config, inspect checkpoints, export, check resume.
 
+    helios fit CONFIG.toml|RUN_DIR [--set KEY=VALUE] [--allow-change KEY] [--print-config]
+               [--dry-run [N]]                       (see :mod:`helios.trainer._cli_fit`)
     helios checkpoints RUN_DIR
     helios checkpoints extract CHECKPOINT -o FILE
     helios export CHECKPOINT --model SPEC [--model-args JSON] [--out PATH]
     helios verify-resume --model SPEC --data SPEC [--model-args JSON] [--data-args JSON]
-                         [--steps N] [--workers K] [--seed S]
+                         [--steps N] [--workers K] [--seed S] [--stops KIND[,KIND...]]
 
 SPEC is ``module:Name`` or ``path/to/file.py:Name``: a class, or a function returning the object
 (see :mod:`helios.trainer._objects`).
@@ -25,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from helios.core import HeliosError
+from helios.trainer import _cli_fit
 from helios.trainer._cli_checkpoints import CommandError, checkpoints, extract
 from helios.trainer._objects import build, current_folder_last, load_object
+from helios.trainer._verify import STOP_KEYS
 
 __all__ = ["load_class", "main"]
 
@@ -100,8 +104,20 @@ def verify_resume(args: argparse.Namespace) -> int:
         seed=args.seed,
         model_args=args.model_args,
         data_args=args.data_args,
+        stops=args.stops,
         compile_networks=args.compile,
     )
+
+
+def _stop_keys(text: str) -> tuple[str, ...]:
+    """``--stops``: a comma-separated list of :data:`STOP_KEYS`."""
+    keys = tuple(key.strip() for key in text.split(",") if key.strip())
+    unknown = [key for key in keys if key not in STOP_KEYS]
+    if unknown or not keys:
+        raise argparse.ArgumentTypeError(
+            f"got {text!r}; expected one or more of {', '.join(STOP_KEYS)}, separated by commas"
+        )
+    return keys
 
 
 def _object_options(parser: argparse.ArgumentParser, flag: str, what: str) -> None:
@@ -120,9 +136,12 @@ def _object_options(parser: argparse.ArgumentParser, flag: str, what: str) -> No
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="helios", description="Helios training tools: checkpoints, ONNX export, resume checks."
+        prog="helios",
+        description="Helios training tools: runs from a config, checkpoints, ONNX export, "
+        "resume checks.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _cli_fit.add_parser(commands)
 
     listing = commands.add_parser(
         "checkpoints",
@@ -161,10 +180,12 @@ def _parser() -> argparse.ArgumentParser:
     checking = commands.add_parser(
         "verify-resume",
         help="check that a Model and DataModule resume bitwise identically",
-        description="Train the Model on the DataModule for N steps straight (twice), and again "
-        "stopped at a random step (not a checkpoint step, not an epoch boundary) and resumed "
-        "in a fresh process. Compares every parameter, optimizer and scheduler state and the "
-        "loss series. Exit status 0 when identical, 1 when the runs diverge.",
+        description="Train the Model on the DataModule for N steps straight, and again once "
+        "for each way a real job stops (SIGTERM mid-epoch, SIGKILL between checkpoints, "
+        "SIGTERM at an epoch's last batch, SIGTERM at the last step), each resumed in a fresh "
+        "process. Compares the whole metric series and the final checkpoint (model, "
+        "optimizers, schedulers, training state, RNG states) exactly. Exit status 0 when "
+        "identical, 1 when the runs diverge.",
     )
     _object_options(checking, "--model", "the Model")
     _object_options(checking, "--data", "the DataModule")
@@ -173,6 +194,13 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="loader workers for training (default: as set)"
     )
     checking.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
+    checking.add_argument(
+        "--stops",
+        type=_stop_keys,
+        default=STOP_KEYS,
+        metavar="KIND[,KIND...]",
+        help=f"the stops to try, of {', '.join(STOP_KEYS)} (default: all)",
+    )
     checking.add_argument(
         "--compile",
         action="store_true",
@@ -192,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # A damaged checkpoint is reported by the command itself (a status or the error line).
     warnings.filterwarnings("ignore", category=CheckpointWarning)
+    if args.command == "fit":
+        return _cli_fit.fit(args)
     try:
         if args.command == "checkpoints":
             return checkpoints(args.run_dir)

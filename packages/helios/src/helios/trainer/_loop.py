@@ -63,6 +63,7 @@ from helios.core import (
 )
 from helios.trainer import _checkpoint
 from helios.trainer._callbacks import Callbacks, TrainerState
+from helios.trainer._config import config_sha256, without_run_dir
 from helios.trainer._evaluate import valid_loaders, validate_sets
 from helios.trainer._metrics import RunningMeans, reduce_once
 from helios.trainer._precision import Precision
@@ -118,6 +119,9 @@ class FitLoop:
             monitor=model.monitor,
             monitor_mode=model.monitor_mode,
         )
+        if settings.config is not None:
+            self.record.config_sha256 = config_sha256(settings.config)
+            self.record.config = without_run_dir(settings.config)
         self.last_checkpoint_step: int | None = None
         self.last_checkpoint: Path | None = None
         self.epoch_start_rng: dict[str, Any] | None = None

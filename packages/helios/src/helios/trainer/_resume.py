@@ -20,7 +20,7 @@ from helios.core import (
     restore_rng_state,
     seed_everything,
 )
-from helios.trainer import _checkpoint, _wiring
+from helios.trainer import _checkpoint, _run_config, _wiring
 from helios.trainer._loop import FitLoop
 
 __all__ = ["resume_or_start"]
@@ -184,6 +184,7 @@ def _restore(loop: FitLoop, checkpoint: dict[str, Any], path: Path) -> bool:
             "still holds checkpoints; it deletes nothing)"
         ) from error
     _checkpoint.restore(checkpoint, parts)
+    _run_config.apply_changes(loop.model, settings, saved.config, loop.logger)
     loop.record.stopped_by_model = saved.stopped_by_model
     loop.record.last_valid_step = saved.last_valid_step
     if context.is_main_process:

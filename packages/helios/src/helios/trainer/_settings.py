@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_KEEP_CHECKPOINTS",
     "DEFAULT_TIMEOUT",
     "PRECISIONS",
+    "SAFE_TO_CHANGE_ON_RESUME",
     "CheckpointStoreFactory",
     "Devices",
     "MetricLoggerFactory",
@@ -30,6 +31,26 @@ __all__ = [
 PRECISIONS = ("32", "bf16", "16-mixed")
 DEFAULT_KEEP_CHECKPOINTS = 3
 DEFAULT_TIMEOUT = timedelta(minutes=30)
+SAFE_TO_CHANGE_ON_RESUME = (
+    "trainer.total",
+    "trainer.log_every",
+    "trainer.checkpoint_every",
+    "trainer.valid_every",
+    "trainer.keep_checkpoints",
+    "trainer.keep_best",
+    "trainer.async_checkpoints",
+    "trainer.progress",
+    "trainer.tensorboard",
+    "trainer.exit_on_signal",
+    "trainer.timeout",
+    "trainer.devices",
+    "trainer.backend",
+    "trainer.resume",
+    "trainer.dry_run",
+)
+"""Config keys a resumed run may change without ``allow_change``: how long, how often to log,
+validate and checkpoint, how many checkpoints to keep, and where it runs (the sampler resumes on
+another number of processes) -- none changes what a step computes."""
 Devices = Literal["auto", "cpu"] | int | Sequence[int]
 CheckpointStoreFactory = Callable[[Path], CheckpointStore]
 """Builds the store in each process; given the run's checkpoint folder, ``run_dir/checkpoints``."""
@@ -153,6 +174,8 @@ class Settings:
     distributed: DistributedContext | None
     callbacks: tuple[Any, ...] = ()
     dry_run: int | None = None
+    config: dict[str, Any] | None = None
+    allow_change: tuple[str, ...] = ()
     compile: bool | Mapping[str, Any] = False
 
     def __post_init__(self) -> None:

@@ -26,7 +26,7 @@ from helios.core import (
     Model,
     seed_everything,
 )
-from helios.trainer import _checkpoint, _launch, _lock, _seams, _wiring
+from helios.trainer import _checkpoint, _launch, _lock, _run_config, _seams, _wiring
 from helios.trainer._callbacks import Callback, Callbacks, default_callbacks
 from helios.trainer._dry_run import dry_fit
 from helios.trainer._evaluate import evaluate
@@ -123,6 +123,13 @@ class Trainer:
             there is test data) through every hook and callback, in a temporary folder that is
             then deleted: nothing is written to ``run_dir``, and a later real run starts from
             step 0. (``Model.should_training_stop`` instead ends the run for good.)
+        config: the resolved config the run was built from (:func:`~helios.trainer.from_config`
+            passes it): ``fit`` saves it as ``run_dir/config.toml``, its SHA-256 goes into every
+            checkpoint, and resuming with a config that differs is refused with the differences,
+            except for the keys of ``SAFE_TO_CHANGE_ON_RESUME`` and ``allow_change``.
+        allow_change: config keys (dotted: ``"model.optimizer.lr"``, or a table's prefix) a
+            resume may change; each accepted change is recorded in
+            ``run_dir/config-changes.jsonl`` with the step it took effect at.
         compile: compile the networks with ``torch.compile`` for ``fit``: ``False``
             (default), ``True``, or a dict of ``torch.compile``'s options (``mode``,
             ``dynamic``, ``fullgraph``, ``backend``, ``options``) and ``regional``. Every
@@ -168,6 +175,8 @@ class Trainer:
         distributed: DistributedContext | None = None,
         callbacks: Sequence[Callback] = (),
         dry_run: int | None = None,
+        config: Mapping[str, Any] | None = None,
+        allow_change: Sequence[str] = (),
         compile: bool | Mapping[str, Any] = False,
     ) -> None:
         """Validate and keep the settings; nothing starts until :meth:`fit` or :meth:`test`."""
@@ -199,6 +208,8 @@ class Trainer:
             distributed=distributed,
             callbacks=tuple(callbacks),
             dry_run=dry_run,
+            config=dict(config) if config is not None else None,
+            allow_change=tuple(allow_change),
             compile=dict(compile) if isinstance(compile, Mapping) else compile,
         )
         # refused now rather than in fit: a bad callback, a duplicate state_key, a conflict
@@ -227,6 +238,8 @@ class Trainer:
         check_model(model, datamodule)
         if settings.dry_run is not None:
             return dry_fit(self, model, datamodule)
+        if settings.config is not None:
+            _run_config.guard(settings, lambda: _launch.latest_checkpoint(settings, model))
         nprocs = _launch.process_count(settings)
         # Named GPUs are made the visible ones in fresh processes, so even one id is spawned.
         launched = settings.distributed is not None or _wiring.launched_externally()

@@ -34,15 +34,16 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from helios.core import Model
+from helios.core import ConfigurationError, Model
 from helios.trainer._callbacks import Callback, TrainerState
 
-__all__ = ["Difference", "StopKind", "first_difference", "stop_kinds", "verify"]
+__all__ = ["STOP_KEYS", "Difference", "StopKind", "first_difference", "stop_kinds", "verify"]
 
 _LIKELY_CAUSES = {
     "not_reproducible": (
@@ -104,37 +105,59 @@ class StopKind:
         step: the optimizer step after which the process is signalled.
         signal_name: ``"SIGTERM"`` or ``"SIGKILL"``.
         exit_status: what the stopped process must exit with.
+        key: how ``--stops`` names it (one of :data:`STOP_KEYS`).
     """
 
     name: str
     step: int
     signal_name: str
     exit_status: int
+    key: str = ""
 
 
-def stop_kinds(steps: int, every: int, epoch_length: int, chooser: random.Random) -> list[StopKind]:
+STOP_KEYS = ("sigterm", "sigkill", "epoch-end", "last-step")
+"""The stop kinds by the names ``helios verify-resume --stops`` takes, in the order they run."""
+
+
+def stop_kinds(
+    steps: int,
+    every: int,
+    epoch_length: int,
+    chooser: random.Random,
+    only: Collection[str] = STOP_KEYS,
+) -> list[StopKind]:
     """The stops to try for a run of ``steps`` steps, checkpoints every ``every``.
 
+    ``only`` keeps the kinds of those :data:`STOP_KEYS` (an epoch-end stop exists only when an
+    epoch ends before the last step).
+
     Raises:
-        RuntimeError: no step is off both the checkpoint cadence and the epoch boundaries.
+        ConfigurationError: no step is off both the checkpoint cadence and the epoch
+            boundaries.
     """
     between = [s for s in range(2, steps) if s % every and s % epoch_length]
     if not between:
-        raise RuntimeError(
+        raise ConfigurationError(
             f"no step in 2..{steps - 1} is both off the checkpoint cadence ({every}) and off an "
             f"epoch boundary ({epoch_length} batches); use more --steps"
         )
     kinds = [
-        StopKind("SIGTERM mid-epoch", chooser.choice(between), "SIGTERM", 75),
-        StopKind("SIGKILL between checkpoints", chooser.choice(between), "SIGKILL", -9),
+        StopKind("SIGTERM mid-epoch", chooser.choice(between), "SIGTERM", 75, "sigterm"),
+        StopKind("SIGKILL between checkpoints", chooser.choice(between), "SIGKILL", -9, "sigkill"),
     ]
     epoch_ends = list(range(epoch_length, steps, epoch_length))
     if epoch_ends:
         kinds.append(
-            StopKind("SIGTERM at an epoch's last batch", chooser.choice(epoch_ends), "SIGTERM", 75)
+            StopKind(
+                "SIGTERM at an epoch's last batch",
+                chooser.choice(epoch_ends),
+                "SIGTERM",
+                75,
+                "epoch-end",
+            )
         )
-    kinds.append(StopKind("SIGTERM at the last step", steps, "SIGTERM", 0))
-    return kinds
+    kinds.append(StopKind("SIGTERM at the last step", steps, "SIGTERM", 0, "last-step"))
+    return [kind for kind in kinds if kind.key in only]
 
 
 def _child_settings(
@@ -279,19 +302,27 @@ def verify(
     seed: int = 0,
     model_args: str | None = None,
     data_args: str | None = None,
+    stops: Collection[str] = STOP_KEYS,
     compile_networks: bool = False,
 ) -> int:
     """Run the trainings and print the verdict; 0 when identical, 1 otherwise.
 
-    With ``compile_networks`` every run trains with ``Trainer(compile=True)``.
-
     ``model`` and ``data`` name a class or factory (``module:Name``, ``file.py:Name``), called
-    with the keyword arguments of the JSON objects ``model_args`` and ``data_args``.
+    with the keyword arguments of the JSON objects ``model_args`` and ``data_args``. ``stops``
+    chooses the stop kinds to try (all by default; see :data:`STOP_KEYS`). With
+    ``compile_networks`` every run trains with ``Trainer(compile=True)``.
     """
     objects = {"model": model, "model_args": model_args, "data": data, "data_args": data_args}
     epoch_length = _epoch_length(objects, workers, seed)
     every = max(2, steps // 4)
-    kinds = stop_kinds(steps, every, epoch_length, random.Random(random.SystemRandom().random()))
+    chooser = random.Random(random.SystemRandom().random())
+    kinds = stop_kinds(steps, every, epoch_length, chooser, stops)
+    if not kinds:
+        raise ConfigurationError(
+            f"none of the stops {', '.join(stops)} applies to {steps} steps of "
+            f"{epoch_length} batches an epoch (an epoch-end stop needs an epoch to end before "
+            "the last step); use more --steps or other --stops"
+        )
     differences: dict[str, Difference] = {}
     with tempfile.TemporaryDirectory(prefix="helios-verify-") as folder:
         root = Path(folder)

@@ -6,42 +6,20 @@ launcher, every rank and every DataLoader worker receive the signal. The workers
 rank counts the copy it gets directly and the copy its launcher relays as one request, finishes
 the step, writes a checkpoint and leaves with status 75; the resumed run ends identical to a
 straight one (every rank's RNG state included). tools/stress/signals.py repeats these cases.
+
+This module: two ranks with loader workers, started by auto-spawn and by torchrun.
 """
 
 from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Any
 
 import pytest
-from resume_checks import assert_same_training, final_checkpoint
 from signal_checks import run_job
+from stop_signal_cases import STOP_AT, assert_resumed_as_straight, assert_stopped_at_the_step, job
 
 from helios.trainer import RESUMABLE_EXIT_CODE
-
-# 12 batches an epoch in one process, 6 on two ranks; stopped after step 3, mid-epoch.
-BASE: dict[str, Any] = {
-    "unit": "iteration",
-    "total": 8,
-    "checkpoint_every": 4,
-    "log_every": 1,
-    "seed": 5,
-    "workers": 2,
-}
-STOP_AT = 3
-
-
-def job(run_dir: Path, **extra: Any) -> dict[str, Any]:
-    return {"run_dir": str(run_dir), **BASE, **extra}
-
-
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("straight-one")
-    status, output = run_job(job(run_dir))
-    assert status == 0, output
-    return run_dir
 
 
 @pytest.fixture(scope="module")
@@ -50,36 +28,6 @@ def straight_ddp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     status, output = run_job(job(run_dir), launcher="torchrun")
     assert status == 0, output
     return run_dir
-
-
-def assert_stopped_at_the_step(run_dir: Path, output: str) -> None:
-    assert "TrainingAbortedError" not in output, output
-    assert "killed by signal" not in output, output
-    state = final_checkpoint(run_dir)["training_state"]
-    assert state["step"] == STOP_AT, output
-
-
-def assert_resumed_as_straight(straight: Path, resumed: Path) -> None:
-    """Final state (every rank's RNG included) and every ``metrics.jsonl`` record identical."""
-    assert_same_training(straight, resumed)
-    records = (straight / "metrics.jsonl").read_text().splitlines()
-    assert records == (resumed / "metrics.jsonl").read_text().splitlines()
-
-
-# Each signal with each kind of workers: 2 workers, and 2 persistent workers.
-@pytest.mark.slow
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-@pytest.mark.parametrize("persistent", [False, True], ids=["workers", "persistent-workers"])
-def test_one_process_with_workers(
-    straight: Path, tmp_path: Path, stop: signal.Signals, persistent: bool
-) -> None:
-    settings = job(tmp_path, persistent_workers=persistent)
-    status, output = run_job({**settings, "wait_at": STOP_AT}, stop=stop)
-    assert status == RESUMABLE_EXIT_CODE, output
-    assert_stopped_at_the_step(tmp_path, output)
-    status, output = run_job(settings)
-    assert status == 0, output
-    assert_resumed_as_straight(straight, tmp_path)
 
 
 @pytest.mark.slow

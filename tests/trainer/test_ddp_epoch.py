@@ -1,0 +1,27 @@
+"""The promise under DDP, epoch unit: two stops, then a resumed run identical to a straight one.
+
+2 Gloo ranks without loader workers, stopped by an exception in a callback on rank 1 and, once
+resumed, by SIGTERM sent to the launching process (see tests/support/ddp_chain.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ddp_chain import fail_then_sigterm_then_resume, straight
+
+# 96 samples, 8 per rank and batch: 6 steps an epoch on 2 ranks, 12 in all; a checkpoint at
+# each epoch's end.
+CASE: dict[str, Any] = {"unit": "epoch", "total": 2, "workers": 0}
+
+
+@pytest.mark.slow
+def test_exception_on_rank_1_then_sigterm_then_resume_is_identical(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    reference = straight(tmp_path_factory.mktemp("ddp-straight-epoch"), CASE)
+    fail_then_sigterm_then_resume(
+        tmp_path, CASE, reference, fail_at=9, fail_in="callback", sigterm_at=10
+    )
