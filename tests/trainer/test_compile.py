@@ -302,6 +302,7 @@ def test_unwrap_leaves_an_fsdp2_network_as_it_is(group_of_one: None) -> None:
         ({"mod": "default"}, r"unknown option\(s\) \['mod'\]"),
         ({"mode": "fastest"}, r"compile\['mode'\] must be one of"),
         ({"fullgraph": 1}, r"compile\['fullgraph'\] must be True or False, got 1"),
+        ({"dynamic": 1}, r"compile\['dynamic'\] must be True, False or None, got 1"),
         ({"backend": 3}, r"compile\['backend'\] must be the name"),
         ({"mode": "max-autotune", "options": {}}, "conflict"),
     ],

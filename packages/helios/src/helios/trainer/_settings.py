@@ -91,6 +91,10 @@ COMPILE_OPTIONS = ("mode", "dynamic", "fullgraph", "backend", "options", "region
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
+def _optional_bool(value: object) -> bool:
+    return value is None or isinstance(value, bool)
+
+
 def _check_compile(value: object) -> None:
     """``compile`` is a bool or a dict of ``torch.compile``'s options (and ``regional``)."""
     if isinstance(value, bool):
@@ -107,9 +111,9 @@ def _check_compile(value: object) -> None:
         )
     expected = {
         "mode": (value.get("mode") in COMPILE_MODES, f"one of {COMPILE_MODES}"),
-        "dynamic": (value.get("dynamic") in (None, True, False), "True, False or None"),
+        "dynamic": (_optional_bool(value.get("dynamic")), "True, False or None"),
         "fullgraph": (isinstance(value.get("fullgraph", False), bool), "True or False"),
-        "regional": (value.get("regional") in (None, True, False), "True, False or None"),
+        "regional": (_optional_bool(value.get("regional")), "True, False or None"),
         "backend": (
             isinstance(value.get("backend", ""), str) or callable(value["backend"]),
             "the name of a torch.compile backend or a backend callable",
