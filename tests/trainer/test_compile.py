@@ -101,6 +101,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"eager": eager, "compiled": compiled}
 
 
+@pytest.mark.slow  # the shared runs are trained in its set-up (dynamo's import included)
 def test_compiled_checkpoints_have_the_keys_of_uncompiled_ones(runs: dict[str, Path]) -> None:
     eager = final_checkpoint(runs["eager"])["model"]["networks"]
     compiled = final_checkpoint(runs["compiled"])["model"]["networks"]
