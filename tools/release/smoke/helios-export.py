@@ -1,7 +1,7 @@
 """Release smoke test of helios-export: a small CNN exported and checked in onnxruntime.
 
 Runs inside a fresh virtual environment holding only the helios-export wheel and its declared
-dependencies (onnx, onnxruntime, onnxscript, torch).
+dependencies (onnx, onnxruntime, onnxscript, torch, helios-core).
 
 Run:
     python tools/release/smoke/helios-export.py

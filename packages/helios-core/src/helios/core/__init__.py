@@ -36,6 +36,7 @@ from helios.core._rng import (
     set_deterministic,
 )
 from helios.core._state import TrainingState
+from helios.core._unwrap import unwrap
 from helios.core._weights import WEIGHTS_FORMAT, read_weights, write_weights
 from helios.core.protocols import (
     CheckpointInfo,
@@ -97,5 +98,6 @@ __all__ = [
     "restore_rng_state",
     "seed_everything",
     "set_deterministic",
+    "unwrap",
     "write_weights",
 ]

@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from helios.core import ConfigurationError, HeliosError
+from helios.core import ConfigurationError, HeliosError, unwrap
 from helios.dist._launcher import LaunchInfo, detect_launcher
 
 __all__ = ["BACKEND_VARIABLE", "CollectiveError", "TorchDistributed", "first_failure_time"]
@@ -547,16 +547,8 @@ class TorchDistributed:
         return DistributedDataParallel(module, device_ids=device_ids, **ddp_options)
 
     def unwrap(self, module: nn.Module) -> nn.Module:
-        """The user's network inside DDP (and ``torch.compile``'s wrapper), for state dicts."""
-        while True:
-            if isinstance(module, DistributedDataParallel):
-                module = module.module
-                continue
-            original = getattr(module, "_orig_mod", None)  # torch.compile's OptimizedModule
-            if isinstance(original, nn.Module):
-                module = original
-                continue
-            return module
+        """The user's network inside DDP and ``torch.compile`` wrappers (``helios.core.unwrap``)."""
+        return unwrap(module)
 
     def no_sync(self, module: nn.Module) -> contextlib.AbstractContextManager[None]:
         """A context in which backward does not synchronise gradients (accumulation).

@@ -1,8 +1,8 @@
 """The error an ONNX export raises when it cannot deliver a file that matches the network.
 
-``helios.export`` depends on torch and the ONNX packages only (not on ``helios.core``), so a
-user who installs just ``helios-export`` gets it without the rest of Helios. Its error type is
-therefore defined here rather than derived from ``helios.core.HeliosError``; it derives from
+``helios.export`` depends on torch, the ONNX packages and, for ``unwrap`` alone, the light
+``helios.core``; a user who installs just ``helios-export`` gets none of the trainer. Its error
+type is defined here rather than derived from ``helios.core.HeliosError``; it derives from
 :class:`RuntimeError`, as the exporter's own ``torch.onnx.OnnxExporterError`` does, so code that
 already catches export failures keeps working.
 """

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from helios.core import unwrap
 from helios.export._errors import ExportError
 from helios.export._parity import (
     Mismatch,
@@ -82,7 +83,7 @@ def export_onnx(
         >>> print(report)  # doctest: +SKIP
 
     Args:
-        module: the network (a ``DistributedDataParallel`` wrapper is looked through).
+        module: the network (DDP and ``torch.compile`` wrappers are looked through).
         example_inputs: the positional arguments of one forward call: a tuple, or a single
             tensor. Nested tuples, lists and dicts of tensors are accepted; non-tensor arguments
             are baked into the graph as constants.
@@ -232,15 +233,12 @@ def export_onnx(
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
-    """The user's network inside a ``DistributedDataParallel`` wrapper (or ``module`` itself)."""
+    """The user's network inside DDP and ``torch.compile`` wrappers (``helios.core.unwrap``)."""
     if not isinstance(module, nn.Module):
         raise TypeError(
             f"module={type(module).__name__} cannot be exported; expected a torch.nn.Module"
         )
-    inner = getattr(module, "module", None)
-    if isinstance(module, nn.parallel.DistributedDataParallel) and isinstance(inner, nn.Module):
-        return inner
-    return module
+    return unwrap(module)
 
 
 def _as_arguments(example_inputs: tuple[Any, ...] | torch.Tensor) -> tuple[Any, ...]:

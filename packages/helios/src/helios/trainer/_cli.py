@@ -108,6 +108,7 @@ def verify_resume(args: argparse.Namespace) -> int:
         model_args=args.model_args,
         data_args=args.data_args,
         stops=args.stops,
+        compile_networks=args.compile,
     )
 
 
@@ -213,6 +214,11 @@ def _parser() -> argparse.ArgumentParser:
         default=STOP_KEYS,
         metavar="KIND[,KIND...]",
         help=f"the stops to try, of {', '.join(STOP_KEYS)} (default: all)",
+    )
+    checking.add_argument(
+        "--compile",
+        action="store_true",
+        help="train every run with Trainer(compile=True); each process compiles, so it is slow",
     )
     return parser
 

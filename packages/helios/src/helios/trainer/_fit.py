@@ -13,6 +13,8 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from torch import nn
+
 from helios.core import (
     CheckpointStore,
     ConfigurationError,
@@ -26,6 +28,7 @@ from helios.core import (
 )
 from helios.trainer import _hparams, _seams, _wiring
 from helios.trainer._callbacks import Callbacks, default_callbacks
+from helios.trainer._compile import compile_networks, uncompile
 from helios.trainer._loop import FitLoop
 from helios.trainer._resume import resume_or_start
 from helios.trainer._settings import Settings
@@ -85,10 +88,14 @@ def _wrap_networks(model: Model, context: DistributedContext) -> None:
             setattr(model, name, context.wrap(network))
 
 
-def _unwrap_networks(model: Model, context: DistributedContext) -> None:
-    """Give the model its own networks back, so no DDP wrapper outlives the process group."""
-    for name, network in model.networks().items():
-        setattr(model, name, context.unwrap(network))
+def _give_networks_back(model: Model, networks: dict[str, nn.Module]) -> None:
+    """Give the model the networks its setup made, so no DDP wrapper outlives the process group.
+
+    Only what the trainer put around them is removed: a network the user compiled (or wrapped)
+    in ``setup`` stays as the user made it.
+    """
+    for name, network in networks.items():
+        setattr(model, name, network)
 
 
 def _remove_temporary_files(store: CheckpointStore, logger: logging.Logger) -> None:
@@ -158,7 +165,7 @@ def run_fit(
             callbacks,
             hparams=_hparams.run_hyperparameters(settings, model, context.world_size),
         )
-        stack.callback(_unwrap_networks, model, context)
+        stack.callback(_give_networks_back, model, model.networks())
         stack.callback(callbacks.call, "on_fit_exit", loop.view, model)
         finished_before = resume_or_start(loop)
         resumed_from = loop.last_checkpoint
@@ -174,6 +181,8 @@ def run_fit(
             )
             loop.record.finished = True
         else:
+            # compile each network (or block) first, then wrap: the order FSDP2 needs too
+            stack.callback(uncompile, compile_networks(model, settings.compile))
             _wrap_networks(model, context)
             loop.train()
         return FitResult(

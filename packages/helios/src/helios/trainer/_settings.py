@@ -17,6 +17,7 @@ from typing import Any, Literal
 from helios.core import CheckpointStore, ConfigurationError, DistributedContext, MetricLogger
 
 __all__ = [
+    "COMPILE_OPTIONS",
     "DEFAULT_KEEP_CHECKPOINTS",
     "DEFAULT_TIMEOUT",
     "NON_FINITE",
@@ -92,6 +93,49 @@ def _check_devices(devices: object) -> None:
     )
 
 
+COMPILE_OPTIONS = ("mode", "dynamic", "fullgraph", "backend", "options", "regional")
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _optional_bool(value: object) -> bool:
+    return value is None or isinstance(value, bool)
+
+
+def _check_compile(value: object) -> None:
+    """``compile`` is a bool or a dict of ``torch.compile``'s options (and ``regional``)."""
+    if isinstance(value, bool):
+        return
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"compile must be True, False or a dict of torch.compile options "
+            f"{COMPILE_OPTIONS}, got {value!r}"
+        )
+    unknown = sorted(str(key) for key in value if key not in COMPILE_OPTIONS)
+    if unknown:
+        raise ConfigurationError(
+            f"compile has unknown option(s) {unknown}; expected some of {COMPILE_OPTIONS}"
+        )
+    expected = {
+        "mode": (value.get("mode") in COMPILE_MODES, f"one of {COMPILE_MODES}"),
+        "dynamic": (_optional_bool(value.get("dynamic")), "True, False or None"),
+        "fullgraph": (isinstance(value.get("fullgraph", False), bool), "True or False"),
+        "regional": (_optional_bool(value.get("regional")), "True, False or None"),
+        "backend": (
+            isinstance(value.get("backend", ""), str) or callable(value["backend"]),
+            "the name of a torch.compile backend or a backend callable",
+        ),
+        "options": (isinstance(value.get("options", {}), Mapping), "a dict"),
+    }
+    for option, (good, what) in expected.items():
+        if not good:
+            raise ConfigurationError(f"compile[{option!r}] must be {what}, got {value[option]!r}")
+    if value.get("mode") not in (None, "default") and "options" in value:
+        raise ConfigurationError(
+            f"compile['mode']={value['mode']!r} and compile['options'] conflict "
+            "(torch.compile takes one or the other)"
+        )
+
+
 def _conflicts(name: str, given: object, others: dict[str, tuple[object, object]]) -> None:
     """Refuse ``name`` together with any of ``others`` (name: (value, default)) not at default."""
     if given is None:
@@ -146,6 +190,7 @@ class Settings:
     non_finite: Literal["stop", "skip", "ignore"] = "stop"
     track_performance: bool = True
     hparams: Mapping[str, Any] | None = None
+    compile: bool | Mapping[str, Any] = False
 
     def __post_init__(self) -> None:
         """Check every value, then the combinations."""
@@ -202,6 +247,7 @@ class Settings:
                 f"backend must be 'auto', 'nccl' or 'gloo', got {self.backend!r}"
             )
         _check_devices(self.devices)
+        _check_compile(self.compile)
         seed = self.seed
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
             raise ConfigurationError(f"seed must be an int in [0, 2**32), got {seed!r}")

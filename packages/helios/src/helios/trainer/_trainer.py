@@ -150,6 +150,15 @@ class Trainer:
             trainer's settings and ``Model.hparams`` (see :meth:`Model.save_hyperparameters`)
             to TensorBoard's HPARAMS tab and ``metrics.hparams.json``; a resumed run whose
             hyper-parameters differ from its checkpoint's warns with each difference.
+        compile: compile the networks with ``torch.compile`` for ``fit``: ``False``
+            (default), ``True``, or a dict of ``torch.compile``'s options (``mode``,
+            ``dynamic``, ``fullgraph``, ``backend``, ``options``) and ``regional``. Every
+            network with trainable parameters is compiled in place (``nn.Module.compile``), so
+            checkpoints keep the plain network's keys and resume with or without compile. When
+            the model names block classes in :attr:`Model.compile_modules
+            <helios.core.Model.compile_modules>`, each block is compiled instead of the whole
+            network (``regional``: ``False`` compiles whole networks anyway). Compilation makes
+            the first steps slow; see the compile guide.
 
     Raises:
         ConfigurationError: an argument has a value the trainer cannot work with, or two
@@ -192,6 +201,7 @@ class Trainer:
         non_finite: Literal["stop", "skip", "ignore"] = "stop",
         track_performance: bool = True,
         hparams: Mapping[str, Any] | None = None,
+        compile: bool | Mapping[str, Any] = False,
     ) -> None:
         """Validate and keep the settings; nothing starts until :meth:`fit` or :meth:`test`."""
         self.settings = Settings.of_run_dir(
@@ -228,6 +238,7 @@ class Trainer:
             non_finite=non_finite,
             track_performance=track_performance,
             hparams=dict(hparams) if isinstance(hparams, Mapping) else hparams,
+            compile=dict(compile) if isinstance(compile, Mapping) else compile,
         )
         # refused now rather than in fit: a bad callback, a duplicate state_key, a conflict
         Callbacks(

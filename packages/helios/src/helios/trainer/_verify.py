@@ -168,10 +168,12 @@ def _child_settings(
     workers: int | None,
     seed: int,
     every: int,
+    compile_networks: bool = False,
 ) -> dict[str, Any]:
     return {
         "run_dir": str(run_dir),
         **objects,
+        "compile": compile_networks,
         "steps": steps,
         "workers": workers,
         "seed": seed,
@@ -309,12 +311,14 @@ def verify(
     model_args: str | None = None,
     data_args: str | None = None,
     stops: Collection[str] = STOP_KEYS,
+    compile_networks: bool = False,
 ) -> int:
     """Run the trainings and print the verdict; 0 when identical, 1 otherwise.
 
     ``model`` and ``data`` name a class or factory (``module:Name``, ``file.py:Name``), called
     with the keyword arguments of the JSON objects ``model_args`` and ``data_args``. ``stops``
-    chooses the stop kinds to try (all by default; see :data:`STOP_KEYS`).
+    chooses the stop kinds to try (all by default; see :data:`STOP_KEYS`). With
+    ``compile_networks`` every run trains with ``Trainer(compile=True)``.
     """
     objects = {"model": model, "model_args": model_args, "data": data, "data_args": data_args}
     epoch_length = _epoch_length(objects, workers, seed)
@@ -332,7 +336,9 @@ def verify(
         root = Path(folder)
 
         def settings(name: str) -> dict[str, Any]:
-            return _child_settings(root / name, objects, steps, workers, seed, every)
+            return _child_settings(
+                root / name, objects, steps, workers, seed, every, compile_networks
+            )
 
         print(f"training {model} on {data}: {steps} steps, {epoch_length} batches an epoch")
         stopped = {f"stopped-{number}": kind for number, kind in enumerate(kinds)}
@@ -414,6 +420,7 @@ def _child(settings: dict[str, Any]) -> None:
         progress=False,
         keep_checkpoints=2,
         callbacks=callbacks,
+        compile=bool(settings.get("compile", False)),
     ).fit(model, data)
 
 
