@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from helios.trainer._callbacks import Callback, EarlyStopping, TrainerState, TrainingProgressBar
 from helios.trainer._fit import FitResult
+from helios.trainer._fsdp import FSDP
 from helios.trainer._settings import CheckpointStoreFactory, MetricLoggerFactory
 from helios.trainer._signals import (
     RESUMABLE_EXIT_CODE,
@@ -19,6 +20,7 @@ from helios.trainer._signals import (
 from helios.trainer._trainer import Trainer
 
 __all__ = [
+    "FSDP",
     "RESUMABLE_EXIT_CODE",
     "SAME_REQUEST_SECONDS",
     "STOP_SIGNALS",

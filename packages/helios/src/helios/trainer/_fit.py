@@ -26,6 +26,7 @@ from helios.core import (
 )
 from helios.trainer import _seams, _wiring
 from helios.trainer._callbacks import Callbacks, default_callbacks
+from helios.trainer._fsdp import ShardedModel
 from helios.trainer._loop import FitLoop
 from helios.trainer._resume import resume_or_start
 from helios.trainer._settings import Settings
@@ -85,6 +86,19 @@ def _wrap_networks(model: Model, context: DistributedContext) -> None:
             setattr(model, name, context.wrap(network))
 
 
+def _shard(
+    settings: Settings, model: Model, context: DistributedContext, logger: logging.Logger
+) -> ShardedModel | None:
+    """Shard the networks for ``strategy="fsdp"`` over several processes (before resuming)."""
+    fsdp = settings.fsdp
+    if fsdp is None:
+        return None
+    if not context.is_distributed:
+        logger.info("strategy='fsdp' with one process: the networks train unsharded")
+        return None
+    return ShardedModel(model, context, fsdp, settings.precision, logger)
+
+
 def _unwrap_networks(model: Model, context: DistributedContext) -> None:
     """Give the model its own networks back, so no DDP wrapper outlives the process group."""
     for name, network in model.networks().items():
@@ -139,13 +153,23 @@ def run_fit(
     if context.is_main_process:
         check_model_setup(model)  # warnings only: what will not be moved or saved
     model.to(context.device)
+    sharded = _shard(settings, model, context, logger)
     with contextlib.ExitStack() as stack:
         store = stack.enter_context(_seams.checkpoint_store(settings, model))
         if context.is_main_process:
             _remove_temporary_files(store, logger)
         metric_logger = stack.enter_context(_seams.metric_logger(settings, context))
         loop = FitLoop(
-            settings, model, data, context, logger, signals, store, metric_logger, callbacks
+            settings,
+            model,
+            data,
+            context,
+            logger,
+            signals,
+            store,
+            metric_logger,
+            callbacks,
+            sharded=sharded,
         )
         stack.callback(_unwrap_networks, model, context)
         stack.callback(callbacks.call, "on_fit_exit", loop.view, model)
@@ -163,7 +187,8 @@ def run_fit(
             )
             loop.record.finished = True
         else:
-            _wrap_networks(model, context)
+            if sharded is None:
+                _wrap_networks(model, context)
             loop.train()
         return FitResult(
             state=dataclasses.replace(loop.state),

@@ -64,6 +64,7 @@ from helios.core import (
 from helios.trainer import _checkpoint
 from helios.trainer._callbacks import Callbacks, TrainerState
 from helios.trainer._evaluate import valid_loaders, validate_sets
+from helios.trainer._fsdp import ShardedModel
 from helios.trainer._metrics import RunningMeans, reduce_once
 from helios.trainer._precision import Precision
 from helios.trainer._settings import Settings
@@ -100,15 +101,20 @@ class FitLoop:
         store: CheckpointStore | None,
         metric_logger: MetricLogger,
         callbacks: Callbacks,
+        *,
+        sharded: ShardedModel | None = None,
     ) -> None:
         self.settings, self.model, self.data, self.context = settings, model, data, context
+        self.sharded = sharded  # FSDP: the checkpoint part of the model, gathered by every rank
         self.logger, self.signals, self.store = logger, signals, store
         self.metric_logger, self.callbacks = metric_logger, callbacks
         self.device = context.device
         self.state = TrainingState()
         self.view = TrainerState(self.state, settings, is_main_process=context.is_main_process)
         self.automatic = type(model).automatic_optimization
-        self.precision = Precision(settings.precision, self.device, model, automatic=self.automatic)
+        # Under FSDP, bf16 is the sharding's MixedPrecisionPolicy, not autocast.
+        precision = "32" if sharded is not None else settings.precision
+        self.precision = Precision(precision, self.device, model, automatic=self.automatic)
         self.train_means = RunningMeans(self.device)
         self.record = _checkpoint.RunRecord(
             settings.unit,
@@ -126,7 +132,7 @@ class FitLoop:
     def parts(self, rng: list[Any], epoch_start_rng: list[Any]) -> dict[str, Any]:
         """The checkpoint parts of this run (``rng``: every rank's, gathered)."""
         return {
-            "model": self.model,
+            "model": self.model if self.sharded is None else self.sharded,
             "training_state": self.state,
             "data": self.data,
             "rng": _Value(rng),
@@ -158,7 +164,12 @@ class FitLoop:
     def train(self) -> None:
         """Train until complete or interrupted, then the end-of-run work and its checkpoint."""
         self.step = TrainStep(
-            self.model, self.state, self.precision, self.context, self.settings.clip_grad_norm
+            self.model,
+            self.state,
+            self.precision,
+            self.context,
+            self.settings.clip_grad_norm,
+            no_sync=None if self.sharded is None else self.sharded.no_sync,
         )
         self.model.train()
         self._hook("on_training_start")
@@ -370,6 +381,8 @@ class FitLoop:
         """Write a checkpoint of this step (collective: every rank gives its RNG state)."""
         context, state = self.context, self.state
         gathered = context.all_gather_object((capture_rng_state(), self.epoch_start_rng))
+        if self.sharded is not None:
+            self.sharded.gather()
         if context.is_main_process and self.store is not None:
             parts = self.parts([now for now, _ in gathered], [start for _, start in gathered])
             # Metrics only of a validation of exactly these weights: else "best" could be

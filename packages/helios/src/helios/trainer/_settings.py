@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from helios.core import CheckpointStore, ConfigurationError, DistributedContext, MetricLogger
+from helios.trainer._fsdp import FSDP, resolve_strategy
 
 __all__ = [
     "DEFAULT_KEEP_CHECKPOINTS",
@@ -113,6 +114,7 @@ class Settings:
     distributed: DistributedContext | None
     callbacks: tuple[Any, ...] = ()
     dry_run: int | None = None
+    strategy: str | FSDP = "auto"
 
     def __post_init__(self) -> None:
         """Check every value, then the combinations."""
@@ -168,6 +170,7 @@ class Settings:
                 f"backend must be 'auto', 'nccl' or 'gloo', got {self.backend!r}"
             )
         _check_devices(self.devices)
+        self._check_strategy()
         seed = self.seed
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
             raise ConfigurationError(f"seed must be an int in [0, 2**32), got {seed!r}")
@@ -176,6 +179,19 @@ class Settings:
                 f"resume must be 'auto', 'never' or the path of a checkpoint file; "
                 f"{self.resume!r} is not a file"
             )
+
+    def _check_strategy(self) -> None:
+        if resolve_strategy(self.strategy) is not None and self.precision == "16-mixed":
+            raise ConfigurationError(
+                "precision='16-mixed' and strategy='fsdp' conflict: FSDP2 shards the "
+                "gradients a GradScaler would unscale; use precision='bf16' (bfloat16 "
+                "parameters, float32 gradient reduction) or '32'"
+            )
+
+    @property
+    def fsdp(self) -> FSDP | None:
+        """The FSDP settings when ``strategy`` shards the networks, else ``None`` (DDP)."""
+        return resolve_strategy(self.strategy)
 
     def _check_seams(self) -> None:
         logger, store = self.metric_logger, self.checkpoint_store

@@ -31,6 +31,7 @@ from helios.trainer._callbacks import Callback, Callbacks, default_callbacks
 from helios.trainer._dry_run import dry_fit
 from helios.trainer._evaluate import evaluate
 from helios.trainer._fit import FitResult
+from helios.trainer._fsdp import FSDP
 from helios.trainer._inputs import check_model
 from helios.trainer._predict import run_predict
 from helios.trainer._settings import (
@@ -123,6 +124,11 @@ class Trainer:
             there is test data) through every hook and callback, in a temporary folder that is
             then deleted: nothing is written to ``run_dir``, and a later real run starts from
             step 0. (``Model.should_training_stop`` instead ends the run for good.)
+        strategy: how the networks are spread over several processes: ``"auto"`` and
+            ``"ddp"`` replicate them (DDP); ``"fsdp"`` shards parameters, gradients and
+            optimizer state over the processes with FSDP2 (``fully_shard``), and
+            :class:`~helios.trainer.FSDP` sets its options (HSDP across nodes, resharding,
+            CPU offload). See :doc:`/guides/sharded`. With one process both train unsharded.
 
     Raises:
         ConfigurationError: an argument has a value the trainer cannot work with, or two
@@ -159,6 +165,7 @@ class Trainer:
         distributed: DistributedContext | None = None,
         callbacks: Sequence[Callback] = (),
         dry_run: int | None = None,
+        strategy: Literal["auto", "ddp", "fsdp"] | FSDP = "auto",
     ) -> None:
         """Validate and keep the settings; nothing starts until :meth:`fit` or :meth:`test`."""
         self.settings = Settings.of_run_dir(
@@ -189,6 +196,7 @@ class Trainer:
             distributed=distributed,
             callbacks=tuple(callbacks),
             dry_run=dry_run,
+            strategy=strategy,
         )
         # refused now rather than in fit: a bad callback, a duplicate state_key, a conflict
         Callbacks(
