@@ -82,12 +82,18 @@ class Model(abc.ABC):
             ``"<set name>/<metric>"`` (``"ood/loss"``): see
             :meth:`helios.data.DataModule.add_valid`.
         monitor_mode: whether smaller (``"min"``) or larger (``"max"``) is better.
+        shard_modules: under ``Trainer(strategy="fsdp")``, the module classes sharded as units
+            of their own (``(TransformerBlock,)``): each one's parameters are gathered just
+            before its forward and freed after. Empty (default): each direct child of a network
+            that has trainable parameters is a unit. The network itself is always sharded last
+            and holds the parameters no unit does.
     """
 
     automatic_optimization: ClassVar[bool] = True
     scheduler_interval: ClassVar[Literal["step", "epoch"]] = "step"
     monitor: ClassVar[str | None] = None
     monitor_mode: ClassVar[Literal["min", "max"]] = "min"
+    shard_modules: ClassVar[tuple[type[nn.Module], ...]] = ()
 
     def __init__(self) -> None:
         """Create the model; networks and optimizers are made later, in :meth:`setup`."""

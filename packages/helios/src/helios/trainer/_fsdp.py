@@ -179,7 +179,7 @@ class ShardedModel:
             "mp_policy": _mixed_precision(precision),
             "offload_policy": offload or OffloadPolicy(),
         }
-        unit_types = tuple(getattr(type(model), "shard_modules", ()))
+        unit_types = tuple(type(model).shard_modules)
         before = {id(p): (name, fqn) for name, fqn, p in self._named_parameters()}
         self.sharded: dict[str, nn.Module] = {}
         for name, network in model.networks().items():
