@@ -40,7 +40,7 @@ import stat
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -48,7 +48,7 @@ from typing import IO, Any, Literal
 
 import torch
 
-from helios.ckpt import _format, _migrations, _retention, _snapshot
+from helios.ckpt import _format, _migrations, _retention, _sharded, _snapshot
 from helios.ckpt._warnings import CheckpointWarning
 from helios.core import CheckpointError, CheckpointInfo, ConfigurationError, HeliosError
 
@@ -57,6 +57,8 @@ __all__ = ["CheckpointEntry", "DirectoryCheckpointStore"]
 _LOG = logging.getLogger("helios.ckpt")
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
 _TEMPORARY = re.compile(r"^\.step-\d{8,}\.pt\.[0-9a-f]+\.tmp$")
+_SHARDED_NAME = re.compile(r"^step-(\d{8,})$")
+_SHARDED_TEMPORARY = re.compile(r"^\.step-\d{8,}\.[0-9a-f]+\.tmp$")
 _O_FLAGS = (
     os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 )
@@ -79,6 +81,24 @@ def _identity(stat: os.stat_result) -> tuple[int, ...]:
 
 def _file_name(step: int) -> str:
     return f"step-{step:08d}.pt"
+
+
+def _folder_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def _is_sharded(path: Path) -> bool:
+    """Whether ``path`` names a sharded checkpoint (a folder) rather than a file."""
+    return _SHARDED_NAME.match(path.name) is not None or (path / _sharded.MANIFEST).exists()
+
+
+def _tree_size(path: str | os.PathLike[str]) -> int:
+    total = 0
+    with contextlib.suppress(OSError), os.scandir(path) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                total += entry.stat(follow_symlinks=False).st_size
+    return total
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -241,6 +261,8 @@ class DirectoryCheckpointStore:
         # of them right after latest()/best()/verify() does not hash 200 MB a second time. Any
         # write or rename changes the identity, so a file changed since is hashed again.
         self._verified: dict[Path, tuple[tuple[int, ...], _format.Header]] = {}
+        self._verified_folders: dict[Path, tuple[Any, _sharded.Manifest]] = {}
+        self._async_groups: dict[int, _sharded.Group] = {}
 
     @property
     def directory(self) -> Path:
@@ -335,6 +357,281 @@ class DirectoryCheckpointStore:
             CheckpointError: the pending asynchronous save failed.
         """
         self._raise_pending()
+
+    # ------------------------------------------------------------------ sharded checkpoints
+
+    def save_sharded(
+        self,
+        state: Mapping[str, Any],
+        *,
+        step: int,
+        epoch: int,
+        metrics: Mapping[str, float] | None = None,
+        process_group: Any = None,
+        asynchronous: bool = False,
+    ) -> CheckpointInfo:
+        """Collective: every rank writes its part of ``state`` as the checkpoint of ``step``.
+
+        Every rank of ``process_group`` calls it with its own state dict: DTensors (as
+        ``torch.distributed.checkpoint.state_dict.get_state_dict`` returns them), plain tensors
+        (equal on every rank: one copy is kept) and plain values. The shards are written with
+        ``torch.distributed.checkpoint`` into a temporary folder, every file fsynced; rank 0
+        then writes the manifest (each file's size and SHA-256), the commit record, renames the
+        folder to ``step-NNNNNNNN`` and fsyncs the parent; retention prunes after that. A value
+        that differs between ranks must be under a key of its own on each rank (see
+        :mod:`helios.ckpt._sharded`), or only one rank's value is kept.
+
+        Without a running process group it writes a sharded checkpoint of one rank.
+
+        Args:
+            state: this rank's state dict.
+            step: the optimizer step; saving a step again replaces its checkpoint.
+            epoch: the epoch the state belongs to.
+            metrics: numbers to record with it (``best_metric`` among them for ``keep_best``);
+                rank 0's are recorded.
+            process_group: the group of the ranks that save (default: the whole job).
+            asynchronous: return once this rank's state is copied (``dcp.async_save``); the
+                shards are written and committed in the background. :meth:`wait` blocks until
+                the commit and raises its failure, as do the next save and :meth:`close`. The
+                first asynchronous save creates a Gloo group for the background collectives.
+
+        Returns:
+            What the store knows of the new checkpoint (with ``asynchronous``, ``size=0`` and
+            ``sha256=""`` until it is committed); the same on every rank.
+
+        Raises:
+            ConfigurationError: ``step``, ``epoch``, ``metrics`` or ``asynchronous`` are malformed.
+            CheckpointError: the state holds something that would not load back, a rank could
+                not write or hash its shards (on every rank; earlier checkpoints are intact), the
+                previous asynchronous save failed, or the store is closed.
+        """
+        self._check_open()
+        _check_count("step", step, minimum=0)
+        _check_count("epoch", epoch, minimum=0)
+        clean_metrics = self._check_metrics(metrics)
+        if not isinstance(asynchronous, bool):
+            raise ConfigurationError(f"asynchronous must be a bool, got {asynchronous!r}")
+        _sharded.check_state(state)
+        group = _sharded.group_of(process_group)
+        self._raise_pending()
+        temporary, wall_time = self._start_sharded(step, group)
+        final = self._directory / _folder_name(step)
+        record = {
+            "step": step,
+            "epoch": epoch,
+            "metrics": clean_metrics,
+            "wall_time": wall_time,
+            "int_keys": _sharded.int_keys(state),
+        }
+        if not asynchronous:
+            _sharded.write(state, temporary, group)
+            return self._commit_sharded(temporary, final, group, record)
+        background = self._async_group(group)
+        written = _sharded.write_asynchronously(state, temporary, background)
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="helios-ckpt-save"
+                )
+            self._pending = self._executor.submit(
+                self._commit_in_background, written, temporary, final, background, record
+            )
+            self._pending_step = step
+        return CheckpointInfo(
+            path=final,
+            step=step,
+            epoch=epoch,
+            metrics=clean_metrics,
+            wall_time=wall_time,
+            sharded=True,
+        )
+
+    def _async_group(self, group: _sharded.Group) -> _sharded.Group:
+        key = id(group.group)
+        if key not in self._async_groups:
+            self._async_groups[key] = _sharded.dedicated_group(group)
+        return self._async_groups[key]
+
+    def _start_sharded(self, step: int, group: _sharded.Group) -> tuple[Path, float]:
+        """Collective: rank 0 creates the temporary folder; every rank learns its name."""
+        token, error = "", None
+        if group.rank == 0:
+            try:
+                self._remove_sharded_temporaries()
+                token = secrets.token_hex(8)
+                (self._directory / _sharded.temporary_name(step, token)).mkdir()
+            except OSError as exc:
+                error = f"could not create a folder in {self._directory}: {exc}"
+        token, wall_time, error = group.broadcast((token, time.time(), error))
+        if error is not None:
+            raise CheckpointError(f"could not write the sharded checkpoint of step {step}: {error}")
+        return self._directory / _sharded.temporary_name(step, token), wall_time
+
+    def _commit_in_background(
+        self,
+        written: Any,
+        temporary: Path,
+        final: Path,
+        group: _sharded.Group,
+        record: dict[str, Any],
+    ) -> CheckpointInfo:
+        try:
+            try:
+                written.result()
+            except Exception as exc:
+                raise _sharded.dcp_error(
+                    exc, f"could not write sharded checkpoint {final}"
+                ) from exc
+            return self._commit_sharded(temporary, final, group, record)
+        except BaseException:
+            _LOG.exception(
+                "background save of step %d to %s failed; the error is raised by the next "
+                "save(), wait() or close()",
+                record["step"],
+                self._directory,
+            )
+            raise
+
+    def _commit_sharded(
+        self, temporary: Path, final: Path, group: _sharded.Group, record: dict[str, Any]
+    ) -> CheckpointInfo:
+        """Collective: every rank hashes its shards; rank 0 seals the folder; all agree."""
+        hashed: dict[str, tuple[int, str]] = {}
+        error = None
+        try:
+            hashed = _sharded.hash_own_files(temporary, group.rank)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        gathered = group.all_gather((hashed, error))
+        outcome: tuple[bool, Any] = (False, "")
+        if group.rank == 0:
+            try:
+                _sharded.seal(temporary, final, gathered, **record)
+                outcome = (True, _sharded.read_manifest(final).info())
+            except Exception as exc:
+                _sharded.remove_tree(temporary)
+                outcome = (
+                    False,
+                    f"could not write sharded checkpoint {final}: {exc} "
+                    "(earlier checkpoints are untouched)",
+                )
+        committed, result = group.broadcast(outcome)
+        if not committed:
+            raise CheckpointError(result)
+        if group.rank == 0:
+            self._prune(result)
+        return result  # type: ignore[no-any-return]
+
+    def _remove_sharded_temporaries(self) -> builtins.list[tuple[Path, int]]:
+        removed = []
+        for entry in self._scan():
+            if _SHARDED_TEMPORARY.match(entry.name) and entry.is_dir(follow_symlinks=False):
+                size = _tree_size(entry.path)
+                _sharded.remove_tree(Path(entry.path))
+                removed.append((Path(entry.path), size))
+        return removed
+
+    def load_sharded(
+        self,
+        ref: Ref | None,
+        state: MutableMapping[str, Any],
+        *,
+        process_group: Any = None,
+    ) -> None:
+        """Collective: fill ``state`` in place from a sharded checkpoint, resharding as needed.
+
+        Rank 0 verifies the checkpoint (every file's size and SHA-256 against the manifest) and
+        tells the others; then every rank reads the parts of its tensors (DTensors on any mesh
+        and world size: DCP reshards) and the plain values its ``state`` has keys for. Every
+        non-tensor value and DCP's index are loaded without running code.
+
+        Args:
+            ref: the sharded checkpoint (a :class:`CheckpointInfo` or its folder); ``None`` for
+                the newest checkpoint that verifies (damaged newer ones are reported and skipped).
+            state: this rank's state dict, its tensors allocated as they should be filled.
+            process_group: the group of the ranks that load (default: the whole job).
+
+        Raises:
+            CheckpointError: on every rank: the checkpoint is damaged, missing, not sharded, holds
+                objects ``weights_only`` refuses, or does not fit ``state``.
+        """
+        self._check_open()
+        group = _sharded.group_of(process_group)
+        outcome: tuple[str, str] = ("", "")
+        if group.rank == 0:
+            try:
+                outcome = ("", str(self._choose_sharded(ref)))
+            except CheckpointError as exc:
+                kind = "refused" if isinstance(exc, _format.CheckpointRefusedError) else "error"
+                outcome = (kind, str(exc))
+        kind, text = group.broadcast(outcome)
+        if kind == "refused":
+            raise _format.CheckpointRefusedError(text)
+        if kind:
+            raise _format.CheckpointIntegrityError(text)
+        _sharded.load_into(Path(text), state, group)
+
+    def _choose_sharded(self, ref: Ref | None) -> Path:
+        if ref is None:
+            latest = self.latest()
+            if latest is None:
+                raise CheckpointError(f"no good checkpoint in {self._directory}")
+            path = Path(latest.path)
+        else:
+            path, expected = self._resolve(ref)
+            if _is_sharded(path):
+                self._verified_manifest(path, expected)
+            else:
+                self._verified_header(path, expected)
+        if not _is_sharded(path):
+            raise CheckpointError(
+                f"checkpoint {path} is a single file, not a sharded checkpoint: read it with "
+                "load() on each rank"
+            )
+        return path
+
+    def _verified_manifest(self, path: Path, expected: CheckpointInfo | None) -> _sharded.Manifest:
+        """The manifest of the sharded checkpoint ``path`` once every file of it verified."""
+        try:
+            identity = _sharded.identity(path)
+        except FileNotFoundError as exc:
+            raise CheckpointError(f"checkpoint {path} does not exist") from exc
+        except OSError as exc:
+            raise _format.CheckpointIntegrityError(
+                f"sharded checkpoint {path} cannot be read: {exc}"
+            ) from exc
+        known = self._verified_folders.get(path)
+        if known is not None and known[0] == identity:
+            manifest = known[1]
+        else:
+            try:
+                manifest = _sharded.verify_folder(path)
+            except OSError as exc:
+                raise _format.CheckpointIntegrityError(
+                    f"sharded checkpoint {path} cannot be read: {exc}"
+                ) from exc
+            self._check_sharded_name(path, manifest)
+            try:
+                _migrations.check_migratable(manifest.format_version, path)
+            except CheckpointError as exc:
+                raise _format.CheckpointIntegrityError(str(exc)) from exc
+            if len(self._verified_folders) >= _VERIFIED_KEPT:
+                self._verified_folders.pop(next(iter(self._verified_folders)))
+            self._verified_folders[path] = (identity, manifest)
+        if expected is not None and expected.sha256 and expected.sha256 != manifest.sha256:
+            raise _format.CheckpointIntegrityError(
+                f"sharded checkpoint {path} was replaced since it was listed: the SHA-256 of its "
+                f"manifest is {manifest.sha256}, the CheckpointInfo says {expected.sha256}"
+            )
+        return manifest
+
+    @staticmethod
+    def _check_sharded_name(path: Path, manifest: _sharded.Manifest) -> None:
+        match = _SHARDED_NAME.match(path.name)
+        if match and int(match.group(1)) != manifest.step:
+            raise _format.CheckpointIntegrityError(
+                f"sharded checkpoint {path} is misnamed: its manifest says step {manifest.step}"
+            )
 
     def close(self) -> None:
         """Finish a pending save and stop the background thread; the store is not used after.
@@ -479,6 +776,7 @@ class DirectoryCheckpointStore:
                     continue
                 os.unlink(entry.path)
                 removed.append((Path(entry.path), size))
+        removed.extend(self._remove_sharded_temporaries())
         if removed:
             _LOG.info(
                 "removed %d temporary file(s) of interrupted saves from %s (%d bytes)",
@@ -506,7 +804,7 @@ class DirectoryCheckpointStore:
         _check_count("after_step", after_step, minimum=0)
         newer = []
         for entry in self._scan():
-            match = _NAME.match(entry.name)
+            match = _NAME.match(entry.name) or _SHARDED_NAME.match(entry.name)
             if match and int(match.group(1)) > after_step:
                 newer.append(Path(entry.path))
         if not newer:
@@ -562,8 +860,14 @@ class DirectoryCheckpointStore:
         for entry in self._scan():
             path = Path(entry.path)
             match = _NAME.match(entry.name)
+            sharded = _SHARDED_NAME.match(entry.name)
             if match:
                 found.append(self._inspect_checkpoint(path, int(match.group(1)), load=load))
+            elif sharded:
+                found.append(self._inspect_sharded(path, int(sharded.group(1)), load=load))
+            elif _SHARDED_TEMPORARY.match(entry.name) and entry.is_dir(follow_symlinks=False):
+                reason = "left by a sharded save that was interrupted"
+                found.append(CheckpointEntry(path, "temporary", reason, _tree_size(path)))
             elif _TEMPORARY.match(entry.name) or entry.name.endswith(".pt"):
                 temporary = _TEMPORARY.match(entry.name) is not None
                 verdict, reason = (
@@ -603,6 +907,35 @@ class DirectoryCheckpointStore:
             return CheckpointEntry(path, "CORRUPT", str(exc), size, step, info)
         return CheckpointEntry(path, "ok", "", size, step, header.info())
 
+    def _inspect_sharded(self, path: Path, step: int, *, load: bool) -> CheckpointEntry:
+        if not path.is_dir():
+            return CheckpointEntry(
+                path, "CORRUPT", "named like a sharded checkpoint, not a folder", 0, step
+            )
+        size = _tree_size(path)
+        manifest: _sharded.Manifest | None = None
+        try:
+            manifest = self._verified_manifest(path, None)
+            if load:
+                _sharded.load_full(path)
+        except _format.CheckpointRefusedError as exc:
+            info = manifest.info() if manifest is not None else None
+            return CheckpointEntry(path, "REFUSED", str(exc), size, step, info)
+        except (CheckpointError, OSError) as exc:
+            info = manifest.info() if manifest is not None else None
+            return CheckpointEntry(path, "CORRUPT", str(exc), size, step, info)
+        return CheckpointEntry(path, "ok", "", size, step, manifest.info())
+
+    def _delete(self, info: CheckpointInfo) -> None:
+        """Delete a checkpoint; a sharded one is first renamed, so no half of it keeps its name."""
+        path = Path(info.path)
+        if not info.sharded:
+            path.unlink()
+            return
+        aside = path.with_name(_sharded.temporary_name(info.step, secrets.token_hex(8)))
+        os.replace(path, aside)
+        _sharded.remove_tree(aside)
+
     def _clear_the_way(self, final: Path) -> None:
         """Move a folder that has the checkpoint's name aside: a rename cannot replace it."""
         try:
@@ -640,7 +973,7 @@ class DirectoryCheckpointStore:
                 for info in infos:
                     if info.path not in kept:
                         with contextlib.suppress(FileNotFoundError):
-                            info.path.unlink()
+                            self._delete(info)
                             removed = True
             if removed:
                 _fsync_directory(self._directory)
@@ -656,9 +989,10 @@ class DirectoryCheckpointStore:
     # ------------------------------------------------------------------ reading
 
     def _paths_by_step(self) -> builtins.list[tuple[int, Path]]:
+        """Every entry named like a checkpoint, file or sharded folder, by step."""
         found = []
         for entry in self._scan():
-            match = _NAME.match(entry.name)
+            match = _NAME.match(entry.name) or _SHARDED_NAME.match(entry.name)
             if match:
                 found.append((int(match.group(1)), self._directory / entry.name))
         return sorted(found)
@@ -667,6 +1001,11 @@ class DirectoryCheckpointStore:
         infos = []
         for _, path in self._paths_by_step():
             try:
+                if _is_sharded(path):
+                    manifest = _sharded.read_manifest(path)
+                    self._check_sharded_name(path, manifest)
+                    infos.append(manifest.info())
+                    continue
                 with _open_regular(path) as file:
                     infos.append(self._checked_header(file, path).info())
             except FileNotFoundError:  # pruned or replaced while we looked
@@ -759,7 +1098,13 @@ class DirectoryCheckpointStore:
             CheckpointError: naming the file and what is wrong with it.
         """
         path, expected = self._resolve(ref)
-        self._verified_header(path, expected)
+        self._verified_info(path, expected)
+
+    def _verified_info(self, path: Path, expected: CheckpointInfo | None) -> CheckpointInfo:
+        """A checkpoint of either kind, once it verified."""
+        if _is_sharded(path):
+            return self._verified_manifest(path, expected).info()
+        return self._verified_header(path, expected).info()
 
     def _verified_header(self, path: Path, expected: CheckpointInfo | None) -> _format.Header:
         try:
@@ -786,7 +1131,7 @@ class DirectoryCheckpointStore:
         """
         for _, path in reversed(self._paths_by_step()):
             try:
-                return self._verified_header(path, None).info()
+                return self._verified_info(path, None)
             except _format.CheckpointIntegrityError as exc:
                 self._warn_skipped(exc)
             except CheckpointError:  # vanished (pruned or replaced) since listed
@@ -805,7 +1150,7 @@ class DirectoryCheckpointStore:
         )
         for info in ranked:
             try:
-                return self._verified_header(info.path, info).info()
+                return self._verified_info(Path(info.path), info)
             except _format.CheckpointIntegrityError as exc:
                 self._warn_skipped(exc)
             except CheckpointError:
@@ -860,6 +1205,11 @@ class DirectoryCheckpointStore:
         expected: CheckpointInfo | None,
         map_location: _format.MapLocation,
     ) -> dict[str, Any]:
+        if _is_sharded(path):
+            manifest = self._verified_manifest(path, expected)
+            state = _sharded.restore_int_keys(_sharded.load_full(path), manifest.int_keys)
+            state = _sharded.map_tensors(state, map_location)
+            return _migrations.migrate(state, manifest.format_version, path)
         try:
             with _open_regular(path) as file:
                 header = self._open_verified(path, expected, file)

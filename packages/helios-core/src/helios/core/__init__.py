@@ -44,6 +44,7 @@ from helios.core.protocols import (
     DistributedContext,
     MetricLogger,
     ProcessInfo,
+    ShardedCheckpointStore,
     SizedIterable,
     Stateful,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "RegistryError",
     "ResumeError",
     "RunFolderLockedError",
+    "ShardedCheckpointStore",
     "SizedIterable",
     "Stateful",
     "StepOutput",

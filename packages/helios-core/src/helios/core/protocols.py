@@ -13,7 +13,7 @@ import builtins
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -29,6 +29,7 @@ __all__ = [
     "DistributedContext",
     "MetricLogger",
     "ProcessInfo",
+    "ShardedCheckpointStore",
     "SizedIterable",
     "Stateful",
 ]
@@ -61,13 +62,15 @@ class CheckpointInfo:
     """What a checkpoint store knows of one checkpoint without loading it.
 
     Attributes:
-        path: the checkpoint file.
+        path: the checkpoint file, or the folder of a sharded checkpoint.
         step: the optimizer step it was taken at.
         epoch: the epoch it was taken in.
         metrics: the metrics given when it was saved (for "keep the best K").
         wall_time: when it was written, in seconds since the epoch.
-        size: its size in bytes.
-        sha256: the hex SHA-256 of its bytes.
+        size: its size in bytes (of every file, for a sharded checkpoint).
+        sha256: the hex SHA-256 of its bytes (of its manifest, for a sharded checkpoint).
+        sharded: whether it is a sharded checkpoint: a folder of shard files written by every
+            rank (see :class:`ShardedCheckpointStore`), rather than one file.
     """
 
     path: Path
@@ -77,6 +80,7 @@ class CheckpointInfo:
     wall_time: float = 0.0
     size: int = 0
     sha256: str = ""
+    sharded: bool = False
 
 
 @runtime_checkable
@@ -127,6 +131,42 @@ class CheckpointStore(Protocol):
 
     def close(self) -> None:
         """Finish pending saves and release resources; raise a pending save's error."""
+        ...
+
+
+@runtime_checkable
+class ShardedCheckpointStore(CheckpointStore, Protocol):
+    """A :class:`CheckpointStore` that also takes checkpoints every rank writes a part of.
+
+    Sharded training (FSDP2) holds no full copy of the state on any rank, so a checkpoint is
+    written by all ranks at once (a collective) and read back the same way, each rank filling
+    its own shards; the store may reshard for another world size. Kept separate from
+    :class:`CheckpointStore` so a store that writes only whole files stays small; the
+    single-process :meth:`~CheckpointStore.load` of such a store returns the gathered, full
+    state of a sharded checkpoint, so tools that read checkpoints need not care.
+    """
+
+    def save_sharded(
+        self,
+        state: Mapping[str, Any],
+        *,
+        step: int,
+        epoch: int,
+        metrics: Mapping[str, float] | None = None,
+        process_group: Any = None,
+        asynchronous: bool = False,
+    ) -> CheckpointInfo:
+        """Collective: every rank writes its part of ``state`` as the checkpoint of ``step``."""
+        ...
+
+    def load_sharded(
+        self,
+        ref: CheckpointInfo | str | os.PathLike[str] | None,
+        state: MutableMapping[str, Any],
+        *,
+        process_group: Any = None,
+    ) -> None:
+        """Collective: fill ``state`` in place from a verified sharded checkpoint."""
         ...
 
 
