@@ -12,11 +12,14 @@ Order of set-up, and why: ``Model.setup`` creates networks *and* optimizers, as 
 parameter to its sharded successor (matched by name) before the optimizer has any state. The
 user's ``setup`` stays plain PyTorch.
 
-Checkpoints keep the layout of an unsharded run (``Model.state_dict``: full tensors, optimizer
-state keyed by parameter index), gathered with ``get_model_state_dict`` /
-``get_optimizer_state_dict`` and written by global rank 0, so a checkpoint of FSDP resumes under
-DDP, on one process or on another number of processes, and ``test`` / ``export`` /
-``helios export`` read it as any other.
+Checkpoints: with a :class:`~helios.core.ShardedCheckpointStore` (the default store is one)
+every rank writes its own shards through DCP (:meth:`ShardedModel.local_state_dict`); with any
+other store the full state is gathered to global rank 0 (:meth:`ShardedModel.gather`) and
+written as one file. Either way a checkpoint read in one process has the layout of an unsharded
+run (``Model.state_dict``: full tensors, optimizer state keyed by parameter index; see
+:mod:`helios.trainer._checkpoint`), so it resumes under DDP, on one process or on another
+number of processes -- :meth:`ShardedModel.load_state_dict` shards it again -- and ``test`` /
+``export`` / ``helios export`` read it as any other.
 """
 
 from __future__ import annotations
@@ -274,6 +277,23 @@ class ShardedModel:
             state = self.model.state_dict()  # schedulers, scalers, extra: whole on every rank
             state["networks"], state["optimizers"] = networks, optimizers
             self._gathered = state
+
+    def local_state_dict(self) -> dict[str, Any]:
+        """This rank's share of the model state, for a sharded (DCP) save.
+
+        The layout of ``Model.state_dict`` with the networks' DTensor shards and each
+        optimizer's state as ``get_optimizer_state_dict`` gives it: keyed by parameter name, so
+        DCP can reshard it for another mesh.
+        """
+        state = self.model.state_dict()
+        state["networks"] = {
+            name: get_model_state_dict(network) for name, network in self.model.networks().items()
+        }
+        state["optimizers"] = {
+            name: dict(get_optimizer_state_dict(self.container, optimizer))
+            for name, optimizer in self.model.optimizers().items()
+        }
+        return state
 
     def state_dict(self) -> dict[str, Any]:
         """The full state :meth:`gather` collected (on global rank 0)."""

@@ -57,6 +57,7 @@ from helios.core import (
     MetricLogger,
     Model,
     ResumeError,
+    ShardedCheckpointStore,
     TrainingState,
     capture_rng_state,
     restore_rng_state,
@@ -380,6 +381,9 @@ class FitLoop:
     def _checkpoint(self) -> None:
         """Write a checkpoint of this step (collective: every rank gives its RNG state)."""
         context, state = self.context, self.state
+        if self.sharded is not None and isinstance(self.store, ShardedCheckpointStore):
+            self._checkpoint_shards(self.sharded, self.store)
+            return
         gathered = context.all_gather_object((capture_rng_state(), self.epoch_start_rng))
         if self.sharded is not None:
             self.sharded.gather()
@@ -397,4 +401,24 @@ class FitLoop:
             self.last_checkpoint = info.path
         self.last_checkpoint_step = state.step
         if context.is_main_process:
+            self.metric_logger.flush()
+
+    def _checkpoint_shards(self, sharded: ShardedModel, store: ShardedCheckpointStore) -> None:
+        """Every rank writes its shards and its own RNG state through DCP (a collective)."""
+        state = self.state
+        parts = self.parts([], [])
+        parts["model"] = _Value(sharded.local_state_dict())
+        parts["rng"] = _Value(capture_rng_state())
+        parts["epoch_start_rng"] = _Value(self.epoch_start_rng)
+        validated = self.record.last_valid_step == state.step
+        info = store.save_sharded(
+            _checkpoint.assemble_sharded(parts, self.context.rank),
+            step=state.step,
+            epoch=state.epoch,
+            metrics=dict(self.model.valid_metrics) if validated else {},
+            asynchronous=self.settings.async_checkpoints,
+        )
+        self.last_checkpoint = info.path
+        self.last_checkpoint_step = state.step
+        if self.context.is_main_process:
             self.metric_logger.flush()

@@ -174,10 +174,13 @@ class Settings:
         seed = self.seed
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
             raise ConfigurationError(f"seed must be an int in [0, 2**32), got {seed!r}")
-        if self.resume not in ("auto", "never") and not Path(self.resume).is_file():
+        resume = self.resume
+        if resume not in ("auto", "never") and not (
+            Path(resume).is_file() or (Path(resume) / "manifest.json").is_file()
+        ):
             raise ConfigurationError(
-                f"resume must be 'auto', 'never' or the path of a checkpoint file; "
-                f"{self.resume!r} is not a file"
+                f"resume must be 'auto', 'never' or the path of a checkpoint file (or of a "
+                f"sharded checkpoint's folder); {resume!r} is not a file (nor such a folder)"
             )
 
     def _check_strategy(self) -> None:
