@@ -30,7 +30,7 @@ from resume_checks import (
 from state_checks import assert_nested_equal
 
 from helios.ckpt import DirectoryCheckpointStore
-from helios.trainer import RESUMABLE_EXIT_CODE, Trainer
+from helios.trainer import RESUMABLE_EXIT_CODE, Trainer, _checkpoint
 
 # Every test launches 2 ranks at least once (and the first also starts the two straight runs).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -55,9 +55,19 @@ def settings(run_dir: Path, **extra: Any) -> dict[str, Any]:
 
 
 def checkpoint_of(run_dir: Path, step: int) -> Path:
-    path = run_dir / "checkpoints" / f"step-{step:08d}.pt"
-    assert path.is_file(), sorted(p.name for p in path.parent.iterdir())
-    return path
+    """The checkpoint of ``step``: a file (DDP, one process) or a sharded folder (FSDP)."""
+    folder = run_dir / "checkpoints"
+    for path in (folder / f"step-{step:08d}.pt", folder / f"step-{step:08d}"):
+        if path.exists():
+            return path
+    raise AssertionError(
+        f"no checkpoint of step {step}: {sorted(p.name for p in folder.iterdir())}"
+    )
+
+
+def final_state(run_dir: Path) -> dict[str, Any]:
+    """The newest checkpoint, read as the trainer reads it (a sharded one in the file layout)."""
+    return _checkpoint.read(final_checkpoint(run_dir), run_dir)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +80,7 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def assert_close_training(run_a: Path, run_b: Path) -> None:
     """Same positions; parameters, optimizer state and losses equal within fp32 tolerance."""
-    a, b = final_checkpoint(run_a), final_checkpoint(run_b)
+    a, b = final_state(run_a), final_state(run_b)
     assert_nested_equal(a["training_state"], b["training_state"], "training_state")
     assert_nested_equal(a["data"], b["data"], "data")
     for name, tensor in a["model"]["networks"]["net"].items():
@@ -92,6 +102,8 @@ def assert_close_training(run_a: Path, run_b: Path) -> None:
 def test_fsdp_trains_as_ddp_does(straight: dict[str, Path]) -> None:
     log = (straight["fsdp"] / "logs" / "rank-0.log").read_text()
     assert "FSDP: network 'net' sharded over mesh (2,) in 2 unit(s)" in log
+    shards = sorted(p.name for p in checkpoint_of(straight["fsdp"], 10).iterdir())
+    assert shards == [".metadata", "__0_0.distcp", "__1_0.distcp", "manifest.json"]
     assert_close_training(straight["fsdp"], straight["ddp"])
     assert final_checkpoint(straight["fsdp"])["training_state"]["step"] == 10
 
@@ -163,7 +175,7 @@ def test_test_and_export_read_an_fsdp_checkpoint_in_one_process(
     session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     x = torch.randn(5, 6)
     (logits,) = session.run(None, {"x": x.numpy()})
-    weights = final_checkpoint(run_dir)["model"]["networks"]["net"]
+    weights = final_state(run_dir)["model"]["networks"]["net"]
     network = torch.nn.Sequential(
         torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(32, 1)
     ).eval()

@@ -344,3 +344,9 @@ class ShardedModel:
                 ],
             }
             set_optimizer_state_dict(self.container, optimizer, by_name, options=options)
+            # As Optimizer.load_state_dict: the saved settings as saved (betas a tuple, not the
+            # list the state-dict round trip makes of it).
+            for group, saved_group in zip(
+                optimizer.param_groups, saved["param_groups"], strict=True
+            ):
+                group.update({key: value for key, value in saved_group.items() if key != "params"})
