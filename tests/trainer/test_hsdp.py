@@ -15,7 +15,8 @@ from resume_checks import assert_same_training, final_checkpoint, run_script
 
 from helios.trainer import RESUMABLE_EXIT_CODE
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # launches 4 ranks three times
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # launches 4 ranks three times
+LIMIT = 600  # seconds for one launch of 4 ranks
 
 # batch 4 per rank, accumulate 2, 4 ranks: 6 batches and 3 steps an epoch.
 SETTINGS: dict[str, Any] = {
@@ -46,7 +47,8 @@ def test_hsdp_trains_and_resumes_exactly(tmp_path: Path) -> None:
             "signal_parent": True,
         },
         expect=RESUMABLE_EXIT_CODE,
+        timeout=LIMIT,
     )
     assert final_checkpoint(stopped)["training_state"]["step"] == 4
-    run_script("fsdp_job.py", {"run_dir": str(stopped), **SETTINGS})
+    run_script("fsdp_job.py", {"run_dir": str(stopped), **SETTINGS}, timeout=LIMIT)
     assert_same_training(straight, stopped)
