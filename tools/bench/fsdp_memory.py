@@ -13,6 +13,13 @@ alive. Activations and communication buffers are not counted: they depend on the
 the strategy's bookkeeping. Run from the repository root:
 
     uv run python tools/bench/fsdp_memory.py [--ranks 2 4] [--width 1024] [--blocks 12]
+
+Measured (2-core CPU machine, torch 2.15, Gloo)::
+
+    model: 50.4M parameters, AdamW, float32
+    per-rank bytes of parameters + gradients + optimizer state:
+    W=2: per rank DDP 768.6 MiB, FSDP2 384.3 MiB, ratio 0.500 (goal <= 1.1/W = 0.550: ok)
+    W=4: per rank DDP 768.6 MiB, FSDP2 192.1 MiB, ratio 0.250 (goal <= 1.1/W = 0.275: ok)
 """
 
 from __future__ import annotations
@@ -128,15 +135,15 @@ def main() -> None:
     args = parser.parse_args()
     parameters = args.blocks * (4 * args.width * args.width + 3 * args.width)
     print(f"model: {parameters / 1e6:.1f}M parameters, AdamW, float32")
+    print("per-rank bytes of parameters + gradients + optimizer state:")
     for world in args.ranks:
         ddp = per_rank_bytes(world, "ddp", args)
         fsdp = per_rank_bytes(world, "fsdp", args)
         ratio = fsdp / ddp
         verdict = "ok" if ratio <= 1.1 / world else "over goal"
         print(
-            f"W={world}: per-rank params+grads+optimizer  DDP {ddp / 2**20:8.1f} MiB  "
-            f"FSDP2 {fsdp / 2**20:8.1f} MiB  ratio {ratio:.3f} "
-            f"(goal <= 1.1/W = {1.1 / world:.3f}: {verdict})"
+            f"W={world}: per rank DDP {ddp / 2**20:.1f} MiB, FSDP2 {fsdp / 2**20:.1f} MiB, "
+            f"ratio {ratio:.3f} (goal <= 1.1/W = {1.1 / world:.3f}: {verdict})"
         )
 
 
