@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,3 +20,11 @@ def make_state(step: int, *, numel: int = 64) -> dict[str, Any]:
         "optimizer": {"state": {0: {"step": torch.tensor(float(step))}}, "param_groups": []},
         "trainer": {"step": step, "epoch": step // 10, "name": f"run-{step}"},
     }
+
+
+# Processes started by "spawn" import their target by module name; pytest's importlib mode gives
+# test modules names they cannot import, so the functions the ranks of the sharded-checkpoint
+# tests run live in ``helios_ckpt_workers.py`` here, importable by its plain name.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)

@@ -24,7 +24,14 @@ What it promises and how:
   background thread; the next save waits for the previous one, and a background failure is
   raised by the next :meth:`save`, :meth:`wait` or :meth:`close` (and logged when it happens).
 
-One process writes a folder (in distributed training, rank 0); any number may read it.
+* **Sharded checkpoints** (:meth:`~DirectoryCheckpointStore.save_sharded`, a collective) are
+  folders ``step-00000040/`` beside the files, written by every rank through
+  ``torch.distributed.checkpoint`` and committed by rank 0 with a manifest of every file's size
+  and SHA-256 (:mod:`helios.ckpt._sharded`). Listing, ``latest``, ``best``, fallback, retention
+  and ``weights_only``-safe loading treat both kinds alike, mixed in one folder.
+
+One process writes a folder's files (in distributed training, rank 0), all ranks together its
+sharded checkpoints; any number may read it.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from helios.ckpt import _format, _migrations, _retention, _sharded, _snapshot
 from helios.ckpt._warnings import CheckpointWarning
 from helios.core import CheckpointError, CheckpointInfo, ConfigurationError, HeliosError
 
-__all__ = ["CheckpointEntry", "DirectoryCheckpointStore"]
+__all__ = ["CheckpointEntry", "DirectoryCheckpointStore", "consolidate"]
 
 _LOG = logging.getLogger("helios.ckpt")
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
@@ -263,6 +270,7 @@ class DirectoryCheckpointStore:
         self._verified: dict[Path, tuple[tuple[int, ...], _format.Header]] = {}
         self._verified_folders: dict[Path, tuple[Any, _sharded.Manifest]] = {}
         self._async_groups: dict[int, _sharded.Group] = {}
+        self._stagers: dict[int, _sharded.ReusingStager] = {}
 
     @property
     def directory(self) -> Path:
@@ -427,7 +435,8 @@ class DirectoryCheckpointStore:
             _sharded.write(state, temporary, group)
             return self._commit_sharded(temporary, final, group, record)
         background = self._async_group(group)
-        written = _sharded.write_asynchronously(state, temporary, background)
+        stager = self._stagers.setdefault(id(background.group), _sharded.ReusingStager())
+        written = _sharded.write_asynchronously(state, temporary, background, stager)
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(
@@ -648,6 +657,7 @@ class DirectoryCheckpointStore:
         finally:
             self._closed = True
             self._staging = []
+            self._stagers = {}
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None
@@ -1221,3 +1231,75 @@ class DirectoryCheckpointStore:
                 f"checkpoint {path} cannot be read: {exc}"
             ) from exc
         return _migrations.migrate(state, header.format_version, path)
+
+
+def consolidate(folder: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
+    """Write one ordinary Helios checkpoint file holding the whole state of a sharded one.
+
+    The sharded checkpoint is verified (every file's size and SHA-256 against its manifest),
+    read whole in this process (every sharded tensor gathered into one plain CPU tensor, every
+    object loaded ``weights_only``) and written to ``output`` as :meth:`DirectoryCheckpointStore.
+    save` writes a file: atomically, with the same step, epoch, metrics and wall time in its
+    header. The file loads with :meth:`DirectoryCheckpointStore.load` (and so with
+    ``Trainer.test``, ``helios export``...) on any number of processes.
+
+    Example:
+        >>> consolidate("runs/x/checkpoints/step-00000400", "model-400.pt")  # doctest: +SKIP
+
+    Args:
+        folder: the sharded checkpoint (``RUN_DIR/checkpoints/step-NNNNNNNN``).
+        output: the file to write (its folder must exist; an existing file is replaced).
+
+    Returns:
+        ``output``.
+
+    Raises:
+        ConfigurationError: ``output`` is a folder or lies inside ``folder``.
+        CheckpointError: ``folder`` is not a sharded checkpoint, is damaged, holds objects
+            ``weights_only`` refuses, or ``output`` cannot be written.
+    """
+    source = Path(folder)
+    target = Path(output)
+    if target.is_dir():
+        raise ConfigurationError(f"output={str(target)!r} is a folder; expected a file to write")
+    if not source.is_dir() or not (source / _sharded.MANIFEST).exists():
+        raise CheckpointError(
+            f"{str(source)!r} is not a sharded checkpoint: expected a folder such as "
+            "RUN_DIR/checkpoints/step-00000400 holding a manifest.json"
+        )
+    if target.resolve().is_relative_to(source.resolve()):
+        raise ConfigurationError(
+            f"output={str(target)!r} lies inside the sharded checkpoint {str(source)!r}; "
+            "expected a file outside it"
+        )
+    store = DirectoryCheckpointStore(source.parent, keep_last=None)
+    try:
+        info = store._verified_info(source, None)
+        state = store.load(source)
+    finally:
+        store.close()
+    written = str(target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp"))
+    temporary: str | None = written
+    try:
+        fd = os.open(written, _O_FLAGS, 0o666)
+        with open(fd, "r+b", buffering=0) as file:
+            _format.write_checkpoint(
+                file,
+                state,
+                step=info.step,
+                epoch=info.epoch,
+                wall_time=info.wall_time,
+                metrics=dict(info.metrics),
+            )
+        os.replace(written, target)
+        temporary = None
+        _fsync_directory(target.parent if str(target.parent) else Path("."))
+    except Exception as exc:
+        raise CheckpointError(
+            f"could not write the consolidated checkpoint {target}: {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+    return target

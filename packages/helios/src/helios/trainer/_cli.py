@@ -2,6 +2,7 @@
 
     helios checkpoints RUN_DIR
     helios checkpoints extract CHECKPOINT -o FILE
+    helios checkpoints consolidate RUN_DIR/checkpoints/STEP -o FILE
     helios export CHECKPOINT --model SPEC [--model-args JSON] [--out PATH]
     helios verify-resume --model SPEC --data SPEC [--model-args JSON] [--data-args JSON]
                          [--steps N] [--workers K] [--seed S]
@@ -26,6 +27,7 @@ from typing import Any
 
 from helios.core import HeliosError
 from helios.trainer._cli_checkpoints import CommandError, checkpoints, extract
+from helios.trainer._cli_checkpoints import consolidate as consolidate_checkpoint
 from helios.trainer._objects import build, current_folder_last, load_object
 
 __all__ = ["load_class", "main"]
@@ -33,6 +35,7 @@ __all__ = ["load_class", "main"]
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 _EXTRACT = "checkpoints extract"
+_CONSOLIDATE = "checkpoints consolidate"
 
 
 def load_class(spec: str) -> type[Any]:
@@ -151,6 +154,17 @@ def _parser() -> argparse.ArgumentParser:
     extracting.add_argument("checkpoint", type=Path, help="the checkpoint file")
     extracting.add_argument("-o", "--out", type=Path, required=True, help="the file to write")
 
+    consolidating = commands.add_parser(
+        _CONSOLIDATE,
+        help="write a sharded checkpoint as one ordinary checkpoint file",
+        description="Verify a sharded checkpoint (a folder RUN_DIR/checkpoints/step-NNNNNNNN "
+        "written by every rank) and write its whole state, every sharded tensor gathered, as "
+        "one ordinary Helios checkpoint FILE with the same step, epoch and metrics; it loads "
+        "on one process (helios export, Trainer.test) and with helios.ckpt.",
+    )
+    consolidating.add_argument("folder", type=Path, help="the sharded checkpoint folder")
+    consolidating.add_argument("-o", "--out", type=Path, required=True, help="the file to write")
+
     exporting = commands.add_parser(
         "export",
         help="export a checkpoint's network to ONNX",
@@ -187,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     if given[:2] == ["checkpoints", "extract"]:  # a sub-command of "checkpoints RUN_DIR"
         given = [_EXTRACT, *given[2:]]
+    if given[:2] == ["checkpoints", "consolidate"]:
+        given = [_CONSOLIDATE, *given[2:]]
     args = _parser().parse_args(given)
     from helios.trainer._wiring import CheckpointWarning, ExportError
 
@@ -197,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return checkpoints(args.run_dir)
         if args.command == _EXTRACT:
             return extract(args.checkpoint, args.out)
+        if args.command == _CONSOLIDATE:
+            return consolidate_checkpoint(args.folder, args.out)
         if args.command == "export":
             return export(args.checkpoint, args.model, args.model_args, args.out)
         if args.steps < 4:

@@ -2,6 +2,7 @@
 
     helios checkpoints RUN_DIR                        # every entry, its verdict, best and pick
     helios checkpoints extract CHECKPOINT -o FILE     # the networks' weights alone
+    helios checkpoints consolidate FOLDER -o FILE     # a sharded checkpoint as one file
 
 Errors a user can fix are :class:`CommandError` (one line, exit status 2, printed by
 ``helios.trainer._cli.main``).
@@ -16,7 +17,7 @@ from typing import Any
 
 from helios.core import CheckpointInfo
 
-__all__ = ["CommandError", "checkpoints", "extract"]
+__all__ = ["CommandError", "checkpoints", "consolidate", "extract"]
 
 EXIT_FAILED = 1
 
@@ -82,7 +83,9 @@ def checkpoints(run_dir: Path) -> int:
     Returns:
         0, or 1 when the newest checkpoint (by the step in its name) is damaged or refused.
     """
-    if run_dir.is_dir():
+    if run_dir.is_dir() and (run_dir / "manifest.json").exists():
+        folder, only = run_dir.parent, run_dir.name  # one sharded checkpoint
+    elif run_dir.is_dir():
         folder = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
         only = None
     elif run_dir.exists() or run_dir.is_symlink():
@@ -102,8 +105,8 @@ def _list(store: Any, folder: Path, only: str | None, given: Path) -> int:
         entries = [entry for entry in entries if entry.path.name == only]
         if not entries:
             raise CommandError(
-                f"{str(given)!r} is not named like a checkpoint (step-NNNNNNNN.pt): expected a "
-                "run folder or a checkpoint file"
+                f"{str(given)!r} is not named like a checkpoint (step-NNNNNNNN.pt, or the "
+                "folder step-NNNNNNNN of a sharded one): expected a run folder or a checkpoint"
             )
     if not entries:
         print(f"no checkpoints in {folder}")
@@ -154,8 +157,11 @@ def extract(checkpoint: Path, out: Path) -> int:
     from helios.core import write_weights
     from helios.trainer import _checkpoint
 
-    if not checkpoint.is_file():
-        raise CommandError(f"checkpoint {str(checkpoint)!r} does not exist; expected a file")
+    if not checkpoint.is_file() and not (checkpoint / "manifest.json").is_file():
+        raise CommandError(
+            f"checkpoint {str(checkpoint)!r} does not exist; expected a file or the folder of a "
+            "sharded checkpoint"
+        )
     if out.exists() and out.samefile(checkpoint):
         raise CommandError(f"-o {str(out)!r} is the checkpoint itself; expected another file")
     store = _store(checkpoint.parent)
@@ -171,6 +177,27 @@ def extract(checkpoint: Path, out: Path) -> int:
     print(
         f"wrote the weights of {len(networks)} network(s) ({', '.join(sorted(networks))}) of "
         f"{checkpoint.name} (step {source['helios.checkpoint.step']}) to {written} "
+        f"({written.stat().st_size:,} bytes)"
+    )
+    return 0
+
+
+def consolidate(folder: Path, out: Path) -> int:
+    """Write the sharded checkpoint ``folder`` as one ordinary checkpoint file ``out``."""
+    from helios.ckpt import consolidate as write_one_file
+    from helios.core import ConfigurationError
+
+    if not (folder / "manifest.json").is_file():
+        raise CommandError(
+            f"{str(folder)!r} is not a sharded checkpoint: expected a folder such as "
+            "RUN_DIR/checkpoints/step-00000400 holding a manifest.json"
+        )
+    try:
+        written = write_one_file(folder, out)
+    except ConfigurationError as exc:
+        raise CommandError(str(exc)) from exc
+    print(
+        f"wrote the sharded checkpoint {folder} as one checkpoint file {written} "
         f"({written.stat().st_size:,} bytes)"
     )
     return 0
