@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 from toy_training import NoisyPoints, ToyData, ToyModel
 
+from helios.ckpt import DirectoryCheckpointStore
 from helios.core import ExportTarget, TrainingState
 from helios.data import DataLoaderParams
 from helios.trainer import FSDP, Trainer
@@ -84,11 +85,23 @@ class RecordingModel(ToyModel):
         super().on_training_batch_end(state)
 
 
+class FileOnlyStore:
+    """A ``CheckpointStore`` without sharded saves: the trainer gathers FSDP state to rank 0."""
+
+    def __init__(self, folder: Path) -> None:
+        self.inner = DirectoryCheckpointStore(folder, keep_last=None)
+        for name in ("save", "latest", "best", "list", "load", "wait", "close"):
+            setattr(self, name, getattr(self.inner, name))
+
+
 def run(settings: dict[str, Any]) -> None:
     settings = dict(settings)
     replicate = settings.pop("replicate", None)
     if replicate is not None:
         settings["strategy"] = FSDP(replicate=replicate)
+    if settings.pop("file_only_store", False):
+        settings["checkpoint_store"] = FileOnlyStore
+        settings.pop("keep_checkpoints", None)
     model = RecordingModel(
         settings["run_dir"],
         kill_at=settings.pop("kill_at", None),

@@ -214,3 +214,14 @@ def test_elastic_resume_from_one_process_on_two(tmp_path: Path) -> None:
     assert "RNG streams restart from the seed" in log
     assert "sharded over mesh (2,)" in log
     assert final_checkpoint(double)["training_state"]["step"] == 10
+
+
+def test_a_store_without_sharded_saves_gets_the_gathered_state_from_rank_0(
+    straight: dict[str, Path], tmp_path: Path
+) -> None:
+    run(settings(tmp_path, file_only_store=True))
+    files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert files == [f"step-{step:08d}.pt" for step in (2, 4, 6, 8, 10)]
+    gathered, sharded = final_state(tmp_path), final_state(straight["fsdp"])
+    for part in ("model", "training_state", "data", "rng", "epoch_start_rng", "train_means"):
+        assert_nested_equal(gathered[part], sharded[part], part)
