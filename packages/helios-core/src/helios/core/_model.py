@@ -79,6 +79,11 @@ class Model(abc.ABC):
             each block is compiled once and its code reused by the blocks like it, which cuts
             compile time, and it is the order that composes with FSDP2 (compile each block,
             then shard). Empty (default): each network is compiled whole.
+        shard_modules: under ``Trainer(strategy="fsdp")``, the module classes sharded as units
+            of their own (``(TransformerBlock,)``): each one's parameters are gathered just
+            before its forward and freed after. Empty (default): each direct child of a network
+            that has trainable parameters is a unit. The network itself is always sharded last
+            and holds the parameters no unit does.
     """
 
     automatic_optimization: ClassVar[bool] = True
@@ -86,6 +91,7 @@ class Model(abc.ABC):
     monitor: ClassVar[str | None] = None
     monitor_mode: ClassVar[Literal["min", "max"]] = "min"
     compile_modules: ClassVar[tuple[type[nn.Module], ...]] = ()
+    shard_modules: ClassVar[tuple[type[nn.Module], ...]] = ()
 
     def __init__(self) -> None:
         """Create the model; networks and optimizers are made later, in :meth:`setup`."""

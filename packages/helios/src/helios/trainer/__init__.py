@@ -10,6 +10,7 @@ from __future__ import annotations
 from helios.trainer._callbacks import Callback, EarlyStopping, TrainerState, TrainingProgressBar
 from helios.trainer._config import ConfiguredRun, from_config
 from helios.trainer._fit import FitResult
+from helios.trainer._fsdp import FSDP
 from helios.trainer._non_finite import NonFiniteLossError, NonFiniteLossGuard
 from helios.trainer._performance import PerformanceMonitor
 from helios.trainer._settings import (
@@ -26,6 +27,7 @@ from helios.trainer._signals import (
 from helios.trainer._trainer import Trainer
 
 __all__ = [
+    "FSDP",
     "RESUMABLE_EXIT_CODE",
     "SAFE_TO_CHANGE_ON_RESUME",
     "SAME_REQUEST_SECONDS",

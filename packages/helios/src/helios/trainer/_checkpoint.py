@@ -20,6 +20,14 @@ Everything that reads a checkpoint -- ``fit`` resuming, ``test``, ``export``, th
 spawned processes, ``helios verify-resume`` -- goes through :func:`read`, which upgrades older
 formats step by step (``_MIGRATIONS``), so an old run resumes without the user converting it.
 
+A sharded checkpoint (``strategy="fsdp"`` with a :class:`~helios.core.ShardedCheckpointStore`)
+holds the same parts, written by every rank at once (:func:`assemble_sharded`): the networks
+and optimizers as DTensor shards, optimizer state keyed by parameter name (what
+``get_optimizer_state_dict`` gives and DCP reshards), and ``rng`` / ``epoch_start_rng`` keyed
+by rank (``{"rank3": ...}``) so each rank's is kept. :func:`read` turns what one process loads of
+it back into the layout above (RNG lists by rank, optimizer state keyed by index), so every
+reader sees one layout, and a sharded checkpoint resumes under DDP or on another world size.
+
 Why not ``helios.ckpt.register_migration``: that registry versions the file container of
 ``DirectoryCheckpointStore`` (manifest, hashes), for every payload, and runs only in that store;
 this layout is the trainer's payload and must upgrade whatever store holds it (a user's too).
@@ -30,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.metadata
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -50,6 +59,7 @@ __all__ = [
     "PARTS",
     "RunRecord",
     "assemble",
+    "assemble_sharded",
     "find_checkpoint",
     "load",
     "model_state",
@@ -160,7 +170,7 @@ def read(checkpoint: Mapping[str, Any], path: object) -> dict[str, Any]:
     """
     if "format" not in checkpoint:
         model_state(checkpoint, path)  # a file of something else: say what it lacks
-    state = dict(checkpoint)
+    state = _unsharded(dict(checkpoint))
     for version in range(_version(checkpoint, path), VERSION):
         state = _MIGRATIONS[version](state)
     state["format"] = FORMAT
@@ -172,6 +182,93 @@ def assemble(parts: Mapping[str, Stateful]) -> dict[str, Any]:
     if set(parts) != set(PARTS):
         raise ValueError(f"checkpoint parts {sorted(parts)} are not {sorted(PARTS)}")
     return {"format": FORMAT, **{name: parts[name].state_dict() for name in PARTS}}
+
+
+def assemble_sharded(parts: Mapping[str, Stateful], rank: int) -> dict[str, Any]:
+    """This rank's share of a sharded checkpoint of ``parts`` (:data:`PARTS`).
+
+    ``rng`` and ``epoch_start_rng`` must hold this rank's state alone; they are keyed by rank.
+    """
+    state = assemble(parts)
+    for name in _PER_RANK:
+        state[name] = {f"rank{rank}": state[name]}
+    hollow: list[list[Any]] = []
+    _find_hollow(state, [], hollow)
+    state[_HOLLOW] = {f"rank{rank}": json.dumps(hollow)}
+    return state
+
+
+_PER_RANK = ("rng", "epoch_start_rng")
+_HOLLOW = "hollow"
+"""Where a sharded state holds empty dicts and lists and ``None``, which DCP does not keep."""
+
+
+def _find_hollow(value: Any, path: list[Any], found: list[list[Any]]) -> None:
+    if isinstance(value, Mapping):
+        if not value:
+            found.append([path, "dict"])
+        for key, item in value.items():
+            if isinstance(key, str | int):
+                _find_hollow(item, [*path, key], found)
+    elif isinstance(value, list | tuple):
+        if not value:
+            found.append([path, "list"])
+        for index, item in enumerate(value):
+            _find_hollow(item, [*path, index], found)
+    elif value is None:
+        found.append([path, "none"])
+
+
+def _fill_hollow(state: dict[str, Any], hollow: Mapping[str, Any]) -> None:
+    """Put back the empty containers and ``None`` values :func:`assemble_sharded` recorded."""
+    empty: dict[str, Callable[[], Any]] = {"dict": dict, "list": list, "none": lambda: None}
+    for record in hollow.values():
+        for path, kind in json.loads(record):
+            node: Any = state
+            for key in path[:-1]:
+                if isinstance(node, dict):
+                    node = node.setdefault(key, {})
+                elif isinstance(node, list) and isinstance(key, int) and key < len(node):
+                    node = node[key]
+                else:
+                    break
+            else:
+                if path and isinstance(node, dict) and path[-1] not in node:
+                    node[path[-1]] = empty[kind]()
+
+
+def _by_index(optimizer: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An optimizer state keyed by parameter name (DCP's) keyed by index, as ``state_dict()``."""
+    groups = optimizer.get("param_groups")
+    if not isinstance(groups, list):
+        return optimizer
+    names = [name for group in groups for name in group.get("params", [])]
+    if not names or not all(isinstance(name, str) for name in names):
+        return optimizer
+    index = {name: i for i, name in enumerate(names)}
+    slots = optimizer.get("state", {})
+    return {
+        "state": {index[name]: slots[name] for name in names if name in slots},
+        "param_groups": [
+            {**group, "params": [index[name] for name in group["params"]]} for group in groups
+        ],
+    }
+
+
+def _unsharded(state: dict[str, Any]) -> dict[str, Any]:
+    """A sharded checkpoint loaded whole, in the layout of a file (a file's is unchanged)."""
+    hollow = state.pop(_HOLLOW, None)
+    if isinstance(hollow, Mapping):
+        _fill_hollow(state, hollow)
+    for name in _PER_RANK:
+        value = state.get(name)
+        if isinstance(value, Mapping) and value and all(str(k).startswith("rank") for k in value):
+            state[name] = [value[f"rank{rank}"] for rank in range(len(value))]
+    model = state.get("model")
+    if isinstance(model, Mapping) and isinstance(model.get("optimizers"), Mapping):
+        optimizers = {name: _by_index(value) for name, value in model["optimizers"].items()}
+        state["model"] = {**model, "optimizers": optimizers}
+    return state
 
 
 def restore(checkpoint: Mapping[str, Any], parts: Mapping[str, Stateful]) -> None:

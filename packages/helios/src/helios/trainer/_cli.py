@@ -78,8 +78,12 @@ def export(checkpoint: Path, model_spec: str, model_args: str | None, out: Path 
     """Restore a Model from a checkpoint and export it through its export hook."""
     from helios.trainer import Trainer
 
-    if not checkpoint.is_file():
-        raise CommandError(f"checkpoint {str(checkpoint)!r} does not exist")
+    sharded = checkpoint.is_dir() and (checkpoint / "manifest.json").is_file()
+    if not (checkpoint.is_file() or sharded):
+        raise CommandError(
+            f"checkpoint {str(checkpoint)!r} does not exist (expected a checkpoint file or a "
+            "sharded checkpoint's folder)"
+        )
     model = _model(model_spec, model_args)
     run_dir = (
         checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
@@ -187,7 +191,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Restore a Model from a checkpoint and export the network its "
         "export_target() names to ONNX, checked in onnxruntime; prints the parity report.",
     )
-    exporting.add_argument("checkpoint", type=Path, help="the checkpoint file")
+    exporting.add_argument(
+        "checkpoint", type=Path, help="the checkpoint file (or a sharded checkpoint's folder)"
+    )
     _object_options(exporting, "--model", "the Model")
     exporting.add_argument("--out", type=Path, help="the ONNX file (default: RUN_DIR/onnx/...)")
 

@@ -29,6 +29,7 @@ from helios.core import (
 from helios.trainer import _hparams, _seams, _wiring
 from helios.trainer._callbacks import Callbacks, default_callbacks
 from helios.trainer._compile import compile_networks, uncompile
+from helios.trainer._fsdp import ShardedModel
 from helios.trainer._loop import FitLoop
 from helios.trainer._resume import resume_or_start
 from helios.trainer._settings import Settings
@@ -98,6 +99,19 @@ def _give_networks_back(model: Model, networks: dict[str, nn.Module]) -> None:
         setattr(model, name, network)
 
 
+def _shard(
+    settings: Settings, model: Model, context: DistributedContext, logger: logging.Logger
+) -> ShardedModel | None:
+    """Shard the networks for ``strategy="fsdp"`` over several processes (before resuming)."""
+    fsdp = settings.fsdp
+    if fsdp is None:
+        return None
+    if not context.is_distributed:
+        logger.info("strategy='fsdp' with one process: the networks train unsharded")
+        return None
+    return ShardedModel(model, context, fsdp, settings.precision, logger)
+
+
 def _remove_temporary_files(store: CheckpointStore, logger: logging.Logger) -> None:
     """Delete what killed saves left, so a crash loop cannot fill the disk.
 
@@ -148,6 +162,7 @@ def run_fit(
     if context.is_main_process:
         check_model_setup(model)  # warnings only: what will not be moved or saved
     model.to(context.device)
+    sharded = _shard(settings, model, context, logger)
     with contextlib.ExitStack() as stack:
         store = stack.enter_context(_seams.checkpoint_store(settings, model))
         if context.is_main_process:
@@ -164,6 +179,7 @@ def run_fit(
             metric_logger,
             callbacks,
             hparams=_hparams.run_hyperparameters(settings, model, context.world_size),
+            sharded=sharded,
         )
         stack.callback(_give_networks_back, model, model.networks())
         stack.callback(callbacks.call, "on_fit_exit", loop.view, model)
@@ -181,9 +197,11 @@ def run_fit(
             )
             loop.record.finished = True
         else:
-            # compile each network (or block) first, then wrap: the order FSDP2 needs too
+            # compile each network (or block) first, then wrap; sharded networks (FSDP) were
+            # sharded before resuming and are compiled as they are
             stack.callback(uncompile, compile_networks(model, settings.compile))
-            _wrap_networks(model, context)
+            if sharded is None:
+                _wrap_networks(model, context)
             loop.train()
         return FitResult(
             state=dataclasses.replace(loop.state),

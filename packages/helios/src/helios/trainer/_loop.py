@@ -60,6 +60,7 @@ from helios.core import (
     MetricLogger,
     Model,
     ResumeError,
+    ShardedCheckpointStore,
     TrainingState,
     capture_rng_state,
     restore_rng_state,
@@ -68,6 +69,7 @@ from helios.trainer import _checkpoint, _report
 from helios.trainer._callbacks import Callbacks, TrainerState
 from helios.trainer._config import config_sha256, without_run_dir
 from helios.trainer._evaluate import valid_loaders, validate_sets
+from helios.trainer._fsdp import ShardedModel
 from helios.trainer._metrics import RunningMeans, reduce_once
 from helios.trainer._non_finite import NonFiniteLossGuard
 from helios.trainer._precision import Precision
@@ -106,8 +108,11 @@ class FitLoop:
         metric_logger: MetricLogger,
         callbacks: Callbacks,
         hparams: Mapping[str, Any] | None = None,
+        *,
+        sharded: ShardedModel | None = None,
     ) -> None:
         self.settings, self.model, self.data, self.context = settings, model, data, context
+        self.sharded = sharded  # FSDP: the checkpoint part of the model, gathered by every rank
         self.logger, self.signals, self.store = logger, signals, store
         self.metric_logger, self.callbacks = metric_logger, callbacks
         self.device = context.device
@@ -116,7 +121,9 @@ class FitLoop:
             self.state, settings, is_main_process=context.is_main_process, distributed=context
         )
         self.automatic = type(model).automatic_optimization
-        self.precision = Precision(settings.precision, self.device, model, automatic=self.automatic)
+        # Under FSDP, bf16 is the sharding's MixedPrecisionPolicy, not autocast.
+        precision = "32" if sharded is not None else settings.precision
+        self.precision = Precision(precision, self.device, model, automatic=self.automatic)
         self.train_means = RunningMeans(self.device)
         self.view.unlogged = self.train_means
         self.record = _checkpoint.RunRecord(
@@ -140,7 +147,7 @@ class FitLoop:
     def parts(self, rng: list[Any], epoch_start_rng: list[Any]) -> dict[str, Any]:
         """The checkpoint parts of this run (``rng``: every rank's, gathered)."""
         return {
-            "model": self.model,
+            "model": self.model if self.sharded is None else self.sharded,
             "training_state": self.state,
             "data": self.data,
             "rng": _Value(rng),
@@ -172,7 +179,12 @@ class FitLoop:
     def train(self) -> None:
         """Train until complete or interrupted, then the end-of-run work and its checkpoint."""
         self.step = TrainStep(
-            self.model, self.state, self.precision, self.context, self.settings.clip_grad_norm
+            self.model,
+            self.state,
+            self.precision,
+            self.context,
+            self.settings.clip_grad_norm,
+            no_sync=None if self.sharded is None else self.sharded.no_sync,
         )
         if any(
             isinstance(callback, NonFiniteLossGuard) and callback.mode == "skip"
@@ -408,7 +420,12 @@ class FitLoop:
         """Write a checkpoint of this step (collective: every rank gives its RNG state)."""
         context, state = self.context, self.state
         self.callbacks.call("on_checkpoint_start", self.view, self.model)
+        if self.sharded is not None and isinstance(self.store, ShardedCheckpointStore):
+            self._checkpoint_shards(self.sharded, self.store)
+            return
         gathered = context.all_gather_object((capture_rng_state(), self.epoch_start_rng))
+        if self.sharded is not None:
+            self.sharded.gather()
         if context.is_main_process and self.store is not None:
             parts = self.parts([now for now, _ in gathered], [start for _, start in gathered])
             # Metrics only of a validation of exactly these weights: else "best" could be
@@ -423,6 +440,26 @@ class FitLoop:
             self.last_checkpoint = self.view.last_checkpoint = info.path
         self.last_checkpoint_step = state.step
         if context.is_main_process:
+            self.metric_logger.flush()
+
+    def _checkpoint_shards(self, sharded: ShardedModel, store: ShardedCheckpointStore) -> None:
+        """Every rank writes its shards and its own RNG state through DCP (a collective)."""
+        state = self.state
+        parts = self.parts([], [])
+        parts["model"] = _Value(sharded.local_state_dict())
+        parts["rng"] = _Value(capture_rng_state())
+        parts["epoch_start_rng"] = _Value(self.epoch_start_rng)
+        validated = self.record.last_valid_step == state.step
+        info = store.save_sharded(
+            _checkpoint.assemble_sharded(parts, self.context.rank),
+            step=state.step,
+            epoch=state.epoch,
+            metrics=dict(self.model.valid_metrics) if validated else {},
+            asynchronous=self.settings.async_checkpoints,
+        )
+        self.last_checkpoint = self.view.last_checkpoint = info.path
+        self.last_checkpoint_step = state.step
+        if self.context.is_main_process:
             self.metric_logger.flush()
 
 

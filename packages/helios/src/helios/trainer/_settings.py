@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from helios.core import CheckpointStore, ConfigurationError, DistributedContext, MetricLogger
+from helios.trainer._fsdp import FSDP, resolve_strategy
 
 __all__ = [
     "COMPILE_OPTIONS",
@@ -191,6 +192,7 @@ class Settings:
     track_performance: bool = True
     hparams: Mapping[str, Any] | None = None
     compile: bool | Mapping[str, Any] = False
+    strategy: str | FSDP = "auto"
 
     def __post_init__(self) -> None:
         """Check every value, then the combinations."""
@@ -248,13 +250,17 @@ class Settings:
             )
         _check_devices(self.devices)
         _check_compile(self.compile)
+        self._check_strategy()
         seed = self.seed
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
             raise ConfigurationError(f"seed must be an int in [0, 2**32), got {seed!r}")
-        if self.resume not in ("auto", "never") and not Path(self.resume).is_file():
+        resume = self.resume
+        if resume not in ("auto", "never") and not (
+            Path(resume).is_file() or (Path(resume) / "manifest.json").is_file()
+        ):
             raise ConfigurationError(
-                f"resume must be 'auto', 'never' or the path of a checkpoint file; "
-                f"{self.resume!r} is not a file"
+                f"resume must be 'auto', 'never' or the path of a checkpoint file (or of a "
+                f"sharded checkpoint's folder); {resume!r} is not a file (nor such a folder)"
             )
 
     def _check_reporting(self) -> None:
@@ -273,6 +279,19 @@ class Settings:
             raise ConfigurationError(
                 f"hparams must be a dict of str names to values, or None, got {hparams!r}"
             )
+
+    def _check_strategy(self) -> None:
+        if resolve_strategy(self.strategy) is not None and self.precision == "16-mixed":
+            raise ConfigurationError(
+                "precision='16-mixed' and strategy='fsdp' conflict: FSDP2 shards the "
+                "gradients a GradScaler would unscale; use precision='bf16' (bfloat16 "
+                "parameters, float32 gradient reduction) or '32'"
+            )
+
+    @property
+    def fsdp(self) -> FSDP | None:
+        """The FSDP settings when ``strategy`` shards the networks, else ``None`` (DDP)."""
+        return resolve_strategy(self.strategy)
 
     def _check_seams(self) -> None:
         logger, store = self.metric_logger, self.checkpoint_store

@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
+from torch import nn
 
 from helios.core import ConfigurationError, DistributedContext, Model, TrainingState
 from helios.trainer._precision import Precision
@@ -81,6 +82,8 @@ class TrainStep:
         precision: autocast, scaling and the scaled optimizer step.
         context: the process group (for ``no_sync``).
         clip_grad_norm: clip the gradient norm of all networks to this, or ``None``.
+        no_sync: the context that skips a network's gradient synchronisation (default: the
+            context's, DDP's ``no_sync``; FSDP's ``set_requires_gradient_sync(False)``).
 
     Raises:
         ConfigurationError: automatic optimisation without an optimizer.
@@ -93,8 +96,11 @@ class TrainStep:
         precision: Precision,
         context: DistributedContext,
         clip_grad_norm: float | None,
+        *,
+        no_sync: Callable[[nn.Module], contextlib.AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.model, self.state, self.precision, self.context = model, state, precision, context
+        self.no_sync = no_sync or context.no_sync
         self.clip_grad_norm = clip_grad_norm
         self.automatic = type(model).automatic_optimization
         self.networks = list(model.networks().values())
@@ -135,7 +141,7 @@ class TrainStep:
         if self.automatic and not last_in_window:
             with contextlib.ExitStack() as stack:
                 for network in self.networks:
-                    stack.enter_context(self.context.no_sync(network))
+                    stack.enter_context(self.no_sync(network))
                 metrics = self._forward_backward(batch, window)
         else:
             metrics = self._forward_backward(batch, window)

@@ -31,6 +31,7 @@ from helios.trainer._callbacks import Callback, Callbacks, default_callbacks
 from helios.trainer._dry_run import dry_fit
 from helios.trainer._evaluate import evaluate
 from helios.trainer._fit import FitResult
+from helios.trainer._fsdp import FSDP
 from helios.trainer._inputs import check_model
 from helios.trainer._predict import run_predict
 from helios.trainer._settings import (
@@ -159,6 +160,11 @@ class Trainer:
             <helios.core.Model.compile_modules>`, each block is compiled instead of the whole
             network (``regional``: ``False`` compiles whole networks anyway). Compilation makes
             the first steps slow; see the compile guide.
+        strategy: how the networks are spread over several processes: ``"auto"`` and
+            ``"ddp"`` replicate them (DDP); ``"fsdp"`` shards parameters, gradients and
+            optimizer state over the processes with FSDP2 (``fully_shard``), and
+            :class:`~helios.trainer.FSDP` sets its options (HSDP across nodes, resharding,
+            CPU offload). See :doc:`/guides/sharded`. With one process both train unsharded.
 
     Raises:
         ConfigurationError: an argument has a value the trainer cannot work with, or two
@@ -202,6 +208,7 @@ class Trainer:
         track_performance: bool = True,
         hparams: Mapping[str, Any] | None = None,
         compile: bool | Mapping[str, Any] = False,
+        strategy: Literal["auto", "ddp", "fsdp"] | FSDP = "auto",
     ) -> None:
         """Validate and keep the settings; nothing starts until :meth:`fit` or :meth:`test`."""
         self.settings = Settings.of_run_dir(
@@ -239,6 +246,7 @@ class Trainer:
             track_performance=track_performance,
             hparams=dict(hparams) if isinstance(hparams, Mapping) else hparams,
             compile=dict(compile) if isinstance(compile, Mapping) else compile,
+            strategy=strategy,
         )
         # refused now rather than in fit: a bad callback, a duplicate state_key, a conflict
         Callbacks(
