@@ -45,12 +45,14 @@ class IndexedPoints(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
 
 
 class IndexedData(ToyData):
+    valid_size = 32  # samples in the validation set
+
     def setup(self) -> None:
         params = DataLoaderParams(
             batch_size=self.batch_size, shuffle=True, num_workers=self.workers
         )
         self.add_train(IndexedPoints(96), params)
-        self.add_valid(IndexedPoints(32), DataLoaderParams(batch_size=16))
+        self.add_valid(IndexedPoints(self.valid_size), DataLoaderParams(batch_size=16))
         self.add_test(IndexedPoints(32), DataLoaderParams(batch_size=16))
 
 
@@ -111,6 +113,7 @@ def run(settings: dict[str, Any]) -> None:
         signal_parent=settings.pop("signal_parent", False),
     )
     data = IndexedData(batch_size=settings.pop("batch_size", 8))
+    data.valid_size = settings.pop("valid_size", 32)
     settings.setdefault("progress", False)
     settings.setdefault("tensorboard", False)
     Trainer(**settings).fit(model, data)

@@ -41,8 +41,15 @@ def evaluate(
     *,
     context: DistributedContext,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]],
+    same_batches: bool = False,
 ) -> dict[str, float]:
-    """Run an evaluation loop; the metrics ``step`` returns, averaged over every sample."""
+    """Run an evaluation loop; the metrics ``step`` returns, averaged over every sample.
+
+    ``same_batches``: every forward pass is a collective (sharded networks), so every rank must
+    run as many batches; checked first, with a clear error rather than a hang.
+    """
+    if same_batches:
+        _check_same_batches(loader, context)
     device = context.device
     sums: dict[str, torch.Tensor] = {}
     samples = 0
@@ -71,6 +78,20 @@ def evaluate(
     return {name: total / count for name, total in zip(names, totals, strict=True)} if count else {}
 
 
+def _check_same_batches(loader: Any, context: DistributedContext) -> None:
+    if context.world_size == 1:
+        return
+    counts = context.all_gather_object(len(loader))
+    if len(set(counts)) > 1:
+        raise ConfigurationError(
+            f"strategy='fsdp' runs every forward pass as a collective, so every rank must "
+            f"evaluate as many batches, but this evaluation set gives ranks 0 to "
+            f"{len(counts) - 1} {counts} batches; make its size split evenly over the "
+            f"{len(counts)} processes and their batches (a multiple of world size x batch size), "
+            "or train with strategy='ddp'"
+        )
+
+
 def valid_loaders(data: object) -> dict[str, Any]:
     """The validation sets of ``data`` by name (``""``: the unnamed one), in order.
 
@@ -96,10 +117,12 @@ def validate_sets(
     *,
     context: DistributedContext,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]],
+    same_batches: bool = False,
 ) -> dict[str, float]:
     """Evaluate every validation set in turn; their metrics merged, by :func:`metric_name`.
 
     ``model.validation_set`` names the set during its pass (``""`` for the unnamed one).
+    ``same_batches``: as :func:`evaluate`'s.
     """
     merged: dict[str, float] = {}
     for valid_set, loader in loaders.items():
@@ -111,6 +134,7 @@ def validate_sets(
             model.on_validation_batch_end,
             context=context,
             autocast=autocast,
+            same_batches=same_batches,
         )
         merged.update({metric_name(valid_set, name): value for name, value in metrics.items()})
     model.validation_set = ""

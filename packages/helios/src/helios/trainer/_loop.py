@@ -397,7 +397,11 @@ class FitLoop:
         self._hook("on_validation_start", cycle)
         started = time.perf_counter()
         model.valid_metrics = validate_sets(
-            loaders, model, context=self.context, autocast=self.precision.autocast
+            loaders,
+            model,
+            context=self.context,
+            autocast=self.precision.autocast,
+            same_batches=self.sharded is not None,
         )
         took = time.perf_counter() - started
         state.validation_cycles += 1
