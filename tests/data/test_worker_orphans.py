@@ -50,6 +50,7 @@ def running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+@pytest.mark.slow  # waits for torch's watchdog (5 s)
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 def test_forkserver_workers_end_after_their_main_process_is_killed(tmp_path: Path) -> None:
     job = subprocess.Popen(
