@@ -55,6 +55,7 @@ __all__ = [
     "CheckpointRefusedError",
     "Header",
     "MapLocation",
+    "fsync_directory",
     "load_payload",
     "read_header",
     "verify_payload",
@@ -72,6 +73,17 @@ PRELUDE_SIZE = _PRELUDE.size  # 88
 _MAX_HEADER = 1 << 24  # a header is a few hundred bytes; anything larger is damage
 _READ_CHUNK = 8 << 20
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make the entries of ``directory`` (names created, renamed, removed) durable."""
+    if os.name == "nt":  # Windows cannot open a folder for fsync; its renames are journaled
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class CheckpointIntegrityError(CheckpointError):

@@ -64,7 +64,6 @@ __all__ = [
     "check_state",
     "dcp_error",
     "dedicated_group",
-    "fsync_directory",
     "group_of",
     "hash_file",
     "hash_own_files",
@@ -84,17 +83,6 @@ __all__ = [
 MANIFEST = "manifest.json"
 _KIND = "helios-sharded-checkpoint"
 _CHUNK = 8 << 20
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make the entries of ``directory`` (names created, renamed, removed) durable."""
-    if os.name == "nt":  # Windows cannot open a folder for fsync; its renames are journaled
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def hash_file(path: Path) -> tuple[int, str]:
@@ -583,13 +571,13 @@ def seal(
         if entry.name not in files:
             files[entry.name] = hash_file(Path(entry.path))
     write_manifest(temporary, files, world_size=len(gathered), **record)
-    fsync_directory(temporary)
+    _format.fsync_directory(temporary)
     aside: Path | None = None
     if os.path.lexists(final):  # saving a step again: a folder cannot be renamed over
         aside = final.with_name(temporary_name(record["step"], os.urandom(8).hex()))
         os.replace(final, aside)
     os.replace(temporary, final)
-    fsync_directory(final.parent)
+    _format.fsync_directory(final.parent)
     if aside is not None:
         remove_tree(aside)
 

@@ -47,7 +47,7 @@ import stat
 import threading
 import time
 import warnings
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -106,16 +106,6 @@ def _tree_size(path: str | os.PathLike[str]) -> int:
             with contextlib.suppress(OSError):
                 total += entry.stat(follow_symlinks=False).st_size
     return total
-
-
-def _fsync_directory(directory: Path) -> None:
-    if os.name == "nt":  # Windows cannot open a folder for fsync; its renames are journaled
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _kind(mode: int) -> str:
@@ -341,15 +331,9 @@ class DirectoryCheckpointStore:
             return self._write(prepared, step, epoch, clean_metrics, wall_time)
         self._raise_pending()  # also frees the staging buffers of the previous save
         snapshot = _snapshot.prepare(state, copy_to_cpu=True, staging=self._staging)
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix="helios-ckpt-save"
-                )
-            self._pending = self._executor.submit(
-                self._write_in_background, snapshot, step, epoch, clean_metrics, wall_time
-            )
-            self._pending_step = step
+        self._submit(
+            step, self._write_in_background, snapshot, step, epoch, clean_metrics, wall_time
+        )
         return CheckpointInfo(
             path=self._directory / _file_name(step),
             step=step,
@@ -437,15 +421,9 @@ class DirectoryCheckpointStore:
         background = self._async_group(group)
         stager = self._stagers.setdefault(id(background.group), _sharded.ReusingStager())
         written = _sharded.write_asynchronously(state, temporary, background, stager)
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix="helios-ckpt-save"
-                )
-            self._pending = self._executor.submit(
-                self._commit_in_background, written, temporary, final, background, record
-            )
-            self._pending_step = step
+        self._submit(
+            step, self._commit_in_background, written, temporary, final, background, record
+        )
         return CheckpointInfo(
             path=final,
             step=step,
@@ -685,6 +663,16 @@ class DirectoryCheckpointStore:
                 ) from exc
         return clean
 
+    def _submit(self, step: int, work: Callable[..., Any], *args: Any) -> None:
+        """Run ``work(*args)`` on the one background thread: the pending save of ``step``."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="helios-ckpt-save"
+                )
+            self._pending = self._executor.submit(work, *args)
+            self._pending_step = step
+
     def _raise_pending(self) -> None:
         with self._lock:
             pending, step = self._pending, self._pending_step
@@ -738,7 +726,7 @@ class DirectoryCheckpointStore:
             self._clear_the_way(final)
             os.replace(temporary, final)
             temporary = None
-            _fsync_directory(self._directory)
+            _format.fsync_directory(self._directory)
         except HeliosError as exc:
             if not isinstance(exc, CheckpointError):
                 raise  # raised into the write by the caller's own code (a signal handler)
@@ -794,7 +782,7 @@ class DirectoryCheckpointStore:
                 self._directory,
                 sum(size for _, size in removed),
             )
-            _fsync_directory(self._directory)
+            _format.fsync_directory(self._directory)
         return removed
 
     def set_aside(self, after_step: int) -> tuple[Path, builtins.list[Path]] | None:
@@ -831,8 +819,8 @@ class DirectoryCheckpointStore:
             for path in newer:
                 os.replace(path, aside / path.name)
                 moved.append(aside / path.name)
-            _fsync_directory(aside)
-            _fsync_directory(self._directory)
+            _format.fsync_directory(aside)
+            _format.fsync_directory(self._directory)
         except OSError as exc:
             raise CheckpointError(
                 f"cannot move the checkpoints after step {after_step} of {self._directory} "
@@ -986,7 +974,7 @@ class DirectoryCheckpointStore:
                             self._delete(info)
                             removed = True
             if removed:
-                _fsync_directory(self._directory)
+                _format.fsync_directory(self._directory)
         except OSError as exc:
             # The new checkpoint is durable; failing to tidy old ones must not fail the save.
             warnings.warn(
@@ -1293,7 +1281,7 @@ def consolidate(folder: str | os.PathLike[str], output: str | os.PathLike[str]) 
             )
         os.replace(written, target)
         temporary = None
-        _fsync_directory(target.parent if str(target.parent) else Path("."))
+        _format.fsync_directory(target.parent if str(target.parent) else Path("."))
     except Exception as exc:
         raise CheckpointError(
             f"could not write the consolidated checkpoint {target}: {type(exc).__name__}: {exc}"
