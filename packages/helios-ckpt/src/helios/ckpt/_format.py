@@ -58,6 +58,7 @@ __all__ = [
     "fsync_directory",
     "load_payload",
     "read_header",
+    "record_fields",
     "verify_payload",
     "write_checkpoint",
 ]
@@ -73,6 +74,23 @@ PRELUDE_SIZE = _PRELUDE.size  # 88
 _MAX_HEADER = 1 << 24  # a header is a few hundred bytes; anything larger is damage
 _READ_CHUNK = 8 << 20
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def record_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields a file header and a sharded manifest share, typed; raises on a bad one.
+
+    Raises:
+        KeyError, TypeError, ValueError: a field is missing or of the wrong kind.
+    """
+    return {
+        "format_version": int(fields["format_version"]),
+        "helios_version": str(fields["helios_version"]),
+        "torch_version": str(fields["torch_version"]),
+        "step": int(fields["step"]),
+        "epoch": int(fields["epoch"]),
+        "wall_time": float(fields["wall_time"]),
+        "metrics": {str(k): float(v) for k, v in dict(fields["metrics"]).items()},
+    }
 
 
 def fsync_directory(directory: Path) -> None:
@@ -361,13 +379,7 @@ def read_header(file: IO[bytes], path: Path) -> Header:
         fields = json.loads(raw)
         header = Header(
             path=path,
-            format_version=int(fields["format_version"]),
-            helios_version=str(fields["helios_version"]),
-            torch_version=str(fields["torch_version"]),
-            step=int(fields["step"]),
-            epoch=int(fields["epoch"]),
-            wall_time=float(fields["wall_time"]),
-            metrics={str(k): float(v) for k, v in dict(fields["metrics"]).items()},
+            **record_fields(fields),
             size=size,
             sha256=payload_digest.hex(),
             payload_offset=PRELUDE_SIZE + header_size,

@@ -197,13 +197,7 @@ def read_manifest(folder: Path) -> Manifest:
             raise ValueError(f"kind is {fields.get('kind')!r}, expected {_KIND!r}")
         manifest = Manifest(
             path=folder,
-            format_version=int(fields["format_version"]),
-            helios_version=str(fields["helios_version"]),
-            torch_version=str(fields["torch_version"]),
-            step=int(fields["step"]),
-            epoch=int(fields["epoch"]),
-            wall_time=float(fields["wall_time"]),
-            metrics={str(k): float(v) for k, v in dict(fields["metrics"]).items()},
+            **_format.record_fields(fields),
             world_size=int(fields["world_size"]),
             files={
                 str(name): (int(entry["size"]), str(entry["sha256"]))
